@@ -1,0 +1,253 @@
+"""Checkpoint -> model bundle: ONNX files, int8 variants, manifest, and the export checks.
+
+The checks run at export time and fail the export loudly (`ExportCheckError`):
+- fp32: ONNX Runtime (encoder then head) vs the PyTorch forward on the same clip,
+  max abs logit difference <= 1e-4;
+- int8 (static QDQ and dynamic): cosine of image embeddings vs fp32 PyTorch >= 0.99 on every
+  calibration crop.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from . import __version__
+from .checkpoint import sha256_file
+from .model import CLASS_NAMES, COARSE, LOGIT_SCALE, ClipCaer, TemporalHead
+from .preprocess import FACE_MARGIN
+
+OPSET = 17
+MANIFEST_SCHEMA = 1
+FP32_LOGIT_TOLERANCE = 1e-4
+INT8_MIN_COSINE = 0.99
+ENCODER = "image_encoder.onnx"
+ENCODER_QDQ = "image_encoder.int8.onnx"
+ENCODER_DYNAMIC = "image_encoder.int8-dynamic.onnx"
+HEAD = "temporal_head.onnx"
+
+
+class ExportCheckError(RuntimeError):
+    """An exported file does not reproduce the PyTorch model within its tolerance."""
+
+
+@dataclass
+class ExportReport:
+    """What the checks measured, printed by the CLI and kept in the manifest."""
+
+    fp32_max_logit_diff: float = 0.0
+    int8_min_cosine: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_fp32(model: ClipCaer, out: Path) -> None:
+    d = model.dims
+    pixels = torch.rand(2, 3, d.image_size, d.image_size)
+    _export(model.image_encoder, (pixels,), out / ENCODER, ["pixels"], ["embedding"],
+            {"pixels": {0: "batch"}, "embedding": {0: "batch"}})
+    features = torch.randn(2, d.frames, d.embed_dim)
+    _export(TemporalHead(model), (features, features), out / HEAD, ["face_features", "context_features"], ["logits"],
+            {"face_features": {0: "batch"}, "context_features": {0: "batch"}, "logits": {0: "batch"}})
+
+
+@torch.no_grad()
+def check_fp32(model: ClipCaer, out: Path, seed: int = 0) -> float:
+    """Whole clip through ONNX Runtime (encoder, then head) vs PyTorch; returns max |diff|."""
+    d = model.dims
+    g = torch.Generator().manual_seed(seed)
+    face = torch.rand(2, d.frames, 3, d.image_size, d.image_size, generator=g)
+    context = torch.rand(2, d.frames, 3, d.image_size, d.image_size, generator=g)
+    expected = model(face, context).numpy()
+    encoder, head = _session(out / ENCODER), _session(out / HEAD)
+
+    def encode(x: torch.Tensor) -> np.ndarray:
+        flat = x.flatten(0, 1).numpy()
+        return encoder.run(["embedding"], {"pixels": flat})[0].reshape(2, d.frames, -1)
+
+    logits = head.run(["logits"], {"face_features": encode(face), "context_features": encode(context)})[0]
+    diff = float(np.abs(logits - expected).max())
+    if not diff <= FP32_LOGIT_TOLERANCE:
+        raise ExportCheckError(f"fp32 export: max abs logit difference {diff:.3g} > {FP32_LOGIT_TOLERANCE}")
+    return diff
+
+
+class _Crops(CalibrationDataReader):
+    def __init__(self, crops: np.ndarray, batch: int = 8):
+        self.batches = iter([crops[i : i + batch] for i in range(0, len(crops), batch)])
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {"pixels": batch}
+
+
+def quantize(out: Path, crops: np.ndarray) -> None:
+    """Static QDQ int8 (symmetric, per-channel weights: TensorRT's explicit quantization) and
+    dynamic int8 (for CPU runtimes). Only MatMul/Conv/Gemm are quantized: LayerNorm and
+    softmax stay in float, where int8 would cost accuracy for no speed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(out / ENCODER), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out / ENCODER_QDQ),
+            _Crops(crops),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Conv", "Gemm"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        quantize_dynamic(
+            str(prepared),
+            str(out / ENCODER_DYNAMIC),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
+
+
+@torch.no_grad()
+def check_int8(model: ClipCaer, out: Path, crops: np.ndarray) -> dict[str, float]:
+    """Minimum cosine between int8 and fp32 embeddings over the calibration crops, per file."""
+    expected = model.image_encoder(torch.from_numpy(crops)).numpy()
+    result = {}
+    for name in (ENCODER_QDQ, ENCODER_DYNAMIC):
+        got = _session(out / name).run(["embedding"], {"pixels": crops})[0]
+        cosine = (got * expected).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1))
+        result[name] = float(cosine.min())
+        if not result[name] >= INT8_MIN_COSINE:
+            raise ExportCheckError(f"{name}: embedding cosine {result[name]:.4f} < {INT8_MIN_COSINE} on the calibration crops")
+    return result
+
+
+def _io(model_path: Path) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs as the ONNX file declares them (symbolic dims as strings)."""
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+
+    def describe(values) -> list[dict]:
+        return [
+            {
+                "name": v.name,
+                "shape": [dim.dim_param or dim.dim_value for dim in v.type.tensor_type.shape.dim],
+                "dtype": "float32",
+            }
+            for v in values
+        ]
+
+    return describe(graph.input), describe(graph.output)
+
+
+def write_manifest(model: ClipCaer, out: Path, model_id: str, source: dict, report: ExportReport) -> dict:
+    d = model.dims
+    files = {}
+    for key, name, precision in (
+        ("image_encoder", ENCODER, "fp32"),
+        ("image_encoder_int8", ENCODER_QDQ, "int8-qdq-static"),
+        ("image_encoder_int8_dynamic", ENCODER_DYNAMIC, "int8-dynamic"),
+        ("temporal_head", HEAD, "fp32"),
+    ):
+        inputs, outputs = _io(out / name)
+        files[key] = {
+            "path": name,
+            "sha256": sha256_file(out / name),
+            "bytes": (out / name).stat().st_size,
+            "opset": OPSET,
+            "precision": precision,
+            "inputs": inputs,
+            "outputs": outputs,
+            "source": f"exported from {source['checkpoint']} by caer_export {__version__}"
+            + ("" if precision == "fp32" else ", quantized by onnxruntime on the calibration crops"),
+        }
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA,
+        "model_id": model_id,
+        "classes": CLASS_NAMES,
+        "coarse": COARSE,
+        "frames_per_clip": d.frames,
+        "embed_dim": d.embed_dim,
+        "input_size": d.image_size,
+        "logit_scale": LOGIT_SCALE,
+        "preprocessing": {
+            "color": "RGB",
+            "layout": "NCHW",
+            "scale": 1.0 / 255.0,
+            "mean": None,
+            "std": None,
+            "face_margin_px": FACE_MARGIN,
+            "face_resize": "bilinear-stretch",
+            "context_resize": "bilinear-letterbox-black",
+            "resampler": "pillow-bilinear",
+        },
+        "files": files,
+        "checks": {
+            "fp32_max_logit_diff": report.fp32_max_logit_diff,
+            "int8_min_cosine": report.int8_min_cosine,
+        },
+        "source": source,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def export_bundle(model: ClipCaer, out: Path, crops: np.ndarray, model_id: str, source: dict) -> ExportReport:
+    """Every file of the bundle, checked; raises ExportCheckError on a failed check."""
+    import time
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = ExportReport()
+    t = time.perf_counter()
+    export_fp32(model, out)
+    report.seconds["onnx_export"] = time.perf_counter() - t
+    report.fp32_max_logit_diff = check_fp32(model, out)
+    t = time.perf_counter()
+    quantize(out, crops.astype(np.float32))
+    report.seconds["quantize"] = time.perf_counter() - t
+    report.int8_min_cosine = check_int8(model, out, crops.astype(np.float32))
+    source = {
+        **source,
+        "exporter": f"caer_export {__version__}",
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+    }
+    write_manifest(model, out, model_id, source, report)
+    return report
