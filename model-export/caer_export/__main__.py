@@ -1,4 +1,4 @@
-"""Command line: `python -m caer_export {export,fixture,random-checkpoint,train} --help`."""
+"""Command line: `python -m caer_export {export,fixture,random-checkpoint,calibration-crops,train,bench-ort} --help`."""
 
 from __future__ import annotations
 
@@ -106,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_calibration_crops)
 
+    from .bench import add_bench_parser
     from .train import add_train_parser
 
     add_train_parser(sub)
+    add_bench_parser(sub)
 
     args = parser.parse_args(argv)
     try:
