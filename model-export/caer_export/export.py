@@ -166,6 +166,22 @@ def check_int8(model: ClipCaer, out: Path, crops: np.ndarray) -> dict[str, float
     return result
 
 
+SELF_CHECK_PATTERN = "((c * S + y) * S + x) % 251 / 250"
+
+
+def self_check_pixels(size: int) -> np.ndarray:
+    """A known `[1, 3, S, S]` input that any runtime can make without a file (see manifest)."""
+    c, y, x = np.meshgrid(np.arange(3), np.arange(size), np.arange(size), indexing="ij")
+    return (((c * size + y) * size + x) % 251 / 250.0).astype(np.float32)[None]
+
+
+@torch.no_grad()
+def self_check(model: ClipCaer) -> dict:
+    """The device's start-up check: this input through the image encoder gives this embedding."""
+    pixels = torch.from_numpy(self_check_pixels(model.dims.image_size))
+    return {"pattern": SELF_CHECK_PATTERN, "embedding": model.image_encoder(pixels)[0].numpy().astype(float).tolist()}
+
+
 def _io(model_path: Path) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs as the ONNX file declares them (symbolic dims as strings)."""
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -225,6 +241,7 @@ def write_manifest(model: ClipCaer, out: Path, model_id: str, source: dict, repo
             "resampler": "pillow-bilinear",
         },
         "files": files,
+        "self_check": self_check(model),
         "checks": {
             "fp32_max_logit_diff": report.fp32_max_logit_diff,
             "int8_min_cosine": report.int8_min_cosine,

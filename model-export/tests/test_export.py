@@ -12,7 +12,7 @@ import torch
 from caer_export.checkpoint import sha256_file
 from caer_export.fixture import synthetic_clip
 from caer_export.preprocess import clip_tensors
-from caer_export.export import ENCODER, HEAD, ExportCheckError, check_fp32, export_bundle
+from caer_export.export import ENCODER, HEAD, ExportCheckError, _session, check_fp32, export_bundle, self_check_pixels
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,12 @@ def test_the_fp32_check_catches_a_wrong_export(bundle, tiny_model, tmp_path):
     onnx.save(head, str(broken / HEAD))
     with pytest.raises(ExportCheckError, match="max abs logit difference"):
         check_fp32(tiny_model, broken)
+
+
+def test_self_check_input_gives_the_manifest_embedding_on_onnx_runtime(bundle):
+    out, _ = bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    pixels = self_check_pixels(manifest["input_size"])
+    assert pixels.shape == (1, 3, 224, 224) and pixels[0, 1, 0, 0] == (224 * 224 % 251) / 250
+    got = _session(out / ENCODER).run(["embedding"], {"pixels": pixels})[0][0]
+    assert np.abs(got - np.array(manifest["self_check"]["embedding"])).max() <= 1e-4
