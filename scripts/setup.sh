@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (idempotent, quick when done before):
-# Debian packages (mosquitto for the MQTT tests, strace for the privacy test, systemd and
-# shellcheck for the unit file and install script checks) and the Python
-# environment of model-export (pinned in model-export/requirements.lock) at $CAER_VENV.
+# the Debian packages listed below (none yet: the daemon's tests, which need mosquitto and
+# strace, have not landed) and the Python environment of model-export (pinned in
+# model-export/requirements.lock) at $CAER_VENV.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${CAER_VENV:-/opt/caer/venv}
 
-apt_packages=(mosquitto strace systemd shellcheck)
+apt_packages=()
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
