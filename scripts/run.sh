@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 py=${CAER_VENV:-/opt/caer/venv}/bin/python
 out=${1:-$(mktemp -d)}
+mkdir -p "$out"
 "$py" -m caer_export random-checkpoint --size tiny --seed 1 --out "$out/checkpoint.pt"
 "$py" -m caer_export calibration-crops --out "$out/calibration"
 "$py" -m caer_export export "$out/checkpoint.pt" --calibration "$out/calibration" --out "$out/bundle" --model-id clip-caer-tiny-demo

@@ -61,6 +61,7 @@ def cmd_random_checkpoint(args: argparse.Namespace) -> None:
 
     tiny = args.size == "tiny"
     model = randomize(ClipCaer(ModelDims.tiny() if tiny else ModelDims.vit_b_32()), args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, args.out, include_dims=tiny)
     print(f"wrote a {args.size} random CLIP-CAER checkpoint (seed {args.seed}) to {args.out}")
 
