@@ -1,14 +1,8 @@
 #!/usr/bin/env bash
-# The main job on built-in defaults, as far as it has landed: the model pipeline. Generates a
-# seeded tiny CLIP-CAER checkpoint in the official format, loads it strictly, exports the full
-# bundle (fp32, int8 QDQ, int8 dynamic, manifest) with its parity checks, into $1 (default a
-# temporary folder), and prints the export report. (caerd, the daemon, has not landed yet.)
+# The main job on built-in defaults: caerd's demo. A generated classroom (no camera), the
+# committed tiny fixture model on tract, no broker: status, engagement and stats payloads are
+# printed as JSON lines on stdout for 30 s (pass e.g. `--duration 2m` to change that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-py=${CAER_VENV:-/opt/caer/venv}/bin/python
-out=${1:-$(mktemp -d)}
-mkdir -p "$out"
-"$py" -m caer_export random-checkpoint --size tiny --seed 1 --out "$out/checkpoint.pt"
-"$py" -m caer_export calibration-crops --out "$out/calibration"
-"$py" -m caer_export export "$out/checkpoint.pt" --calibration "$out/calibration" --out "$out/bundle" --model-id clip-caer-tiny-demo
+if [ $# -eq 0 ]; then set -- --duration 30s; fi
+exec cargo run --release --locked -p caer-firmware --bin caerd -- --demo "$@"

@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Python model pipeline, including the full-size ViT-B/32
-# export. Installs what it needs first (scripts/setup.sh).
+# Runs every test of the project. Installs what the tests need first (scripts/setup.sh: Debian
+# packages such as mosquitto and strace, the pinned Python environment).
+#
+#   1. formatting and lints of the Rust workspace (`-D warnings`), the GPU and V4L2 features
+#      included (they compile here; they cannot run without a GPU or a camera);
+#   2. the Rust tests with the default features (tract, the pure-Rust backend);
+#   3. the Rust tests again with ONNX Runtime (`--features caer-firmware/ort`), loading the
+#      library from the onnxruntime wheel of the Python environment;
+#   4. the Python model pipeline's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export CAER_PYTHON=${CAER_VENV:-/opt/caer/venv}/bin/python
+venv=${CAER_VENV:-/opt/caer/venv}
+export CAER_PYTHON=$venv/bin/python
+# The ONNX Runtime shared library that the `ort` feature loads at run time.
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  ORT_DYLIB_PATH=$("$CAER_PYTHON" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
+  export ORT_DYLIB_PATH
+fi
+# The board tests fail, instead of skipping, when systemd-analyze or shellcheck is missing.
+export CAER_REQUIRE_TOOLS=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy (default features; ort, cuda, tensorrt, v4l2)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked \
+  --features caer-firmware/tensorrt,caer-firmware/v4l2,caer-calibrate/tensorrt -- -D warnings
+step "cargo test (tract)"
+cargo test --workspace --locked
+step "cargo test (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
+cargo test --workspace --locked --features caer-firmware/ort,caer-calibrate/ort
+step "pytest model-export"
 "$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider

@@ -1,0 +1,4 @@
+//! The firmware's integration tests, one binary (modules below).
+
+mod backends;
+mod parity;

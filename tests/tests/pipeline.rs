@@ -1,0 +1,262 @@
+//! Frames → caerd → mosquitto → subscriber: payloads match their schemas and the counts
+//! match what the frames show.
+
+use std::time::Duration;
+
+use caer_e2e::{
+    config_toml, engagement_seqs, write_classroom, Broker, Daemon, Schemas, Subscriber,
+};
+
+const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
+
+/// `students` faces sitting still in every one of `frames` frames, at 20 frames per
+/// second, every frame sampled, results every 4 samples, 1 s intervals.
+fn classroom_config(
+    dir: &std::path::Path,
+    broker: &Broker,
+    students: usize,
+    frames: usize,
+    policy: &str,
+) -> std::path::PathBuf {
+    let (frames_dir, faces) = write_classroom(dir, students, frames, 192, 128);
+    let source = format!(
+        "[source]\nkind = \"frame_dir\"\nfps = 20.0\n[source.frame_dir]\npath = \"{}\"\nannotations = \"{}\"",
+        frames_dir.display(),
+        faces.display()
+    );
+    let extra = format!(
+        "[sampling]\nrate_hz = 20.0\nwindow_stride = 4\nqueue_frames = 64\n\n{policy}\n\n[report]\ninterval_secs = 1\nstats_interval_secs = 1\n"
+    );
+    let path = dir.join("caerd.toml");
+    std::fs::write(
+        &path,
+        config_toml(&dir.join("state"), Some(&broker.url()), &source, &extra),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn frames_to_subscriber_counts_match_the_frames_and_payloads_match_the_schemas() {
+    let schemas = Schemas::load();
+    let broker = Broker::start();
+    let subscriber = Subscriber::connect(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let students = 6;
+    let config = classroom_config(
+        dir.path(),
+        &broker,
+        students,
+        120,
+        "[policy]\nprofile = \"fine\"\nmin_group_size = 5",
+    );
+    let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+    // A finite frame directory: caerd records the last interval, delivers, and exits 0.
+    let status = daemon.wait(Duration::from_secs(90));
+    assert!(
+        status.success(),
+        "caerd failed: {status}\n{}",
+        daemon.stderr()
+    );
+    let recorded = daemon.recorded_seqs();
+    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
+        engagement_seqs(m).0 == recorded
+    });
+
+    // Every payload on every topic matches its schema.
+    for m in &messages {
+        schemas.check(&m.json());
+    }
+    let engagement: Vec<_> = messages
+        .iter()
+        .filter(|m| m.topic == "caer/e2e/dev-1/engagement")
+        .map(|m| m.json())
+        .collect();
+    assert!(
+        engagement.len() >= 4,
+        "expected several 1 s intervals, got {}: {engagement:?}",
+        engagement.len()
+    );
+    let seqs: Vec<u64> = engagement
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "sequence numbers start at 0, no gap, in order"
+    );
+
+    // Counts against the frames: 6 faces in every frame, each a stable track.
+    let mut full = 0;
+    for r in engagement.iter().filter(|r| r["suppressed"] == false) {
+        let n = r["students"].as_u64().unwrap();
+        assert!(
+            n <= students as u64 && n >= 5,
+            "students {n} with {students} faces and k = 5: {r}"
+        );
+        assert_eq!(
+            r["tracks_seen"], students as u64,
+            "every face is one track: {r}"
+        );
+        let counts: u64 = r["classes"]["counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(counts, n, "each student in exactly one class: {r}");
+        let e = &r["engagement"];
+        assert_eq!(
+            e["engaged"].as_u64().unwrap() + e["distracted"].as_u64().unwrap(),
+            n,
+            "{r}"
+        );
+        let p: f64 = r["classes"]["mean_probabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 2e-3, "mean probabilities sum to 1: {p}");
+        if n == students as u64 {
+            full += 1;
+        }
+    }
+    assert!(
+        full >= 2,
+        "in steady state every student has a full window each interval: {engagement:?}"
+    );
+    // Status: retained, running with the fixture model, then offline at the clean exit.
+    let status: Vec<_> = messages
+        .iter()
+        .filter(|m| m.topic == "caer/e2e/dev-1/status")
+        .map(|m| m.json())
+        .collect();
+    assert!(
+        status
+            .iter()
+            .any(|s| s["state"] == "running" && s["model"]["id"] == "clip-caer-tiny-fixture"),
+        "{status:?}"
+    );
+    assert_eq!(status.last().unwrap()["state"], "offline");
+    let stats: Vec<_> = messages
+        .iter()
+        .filter(|m| m.topic == "caer/e2e/dev-1/stats")
+        .map(|m| m.json())
+        .collect();
+    assert!(!stats.is_empty(), "stats published");
+    let last = stats.last().unwrap();
+    assert!(
+        last["frames_processed_total"].as_u64().unwrap() > 0,
+        "{last}"
+    );
+    // Nothing per student on any topic.
+    for m in &messages {
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(
+            !text.contains("track_id") && !text.contains("logits"),
+            "per-student data leaked on {}: {text}",
+            m.topic
+        );
+    }
+    println!(
+        "e2e: {} engagement records, {full} with all {students} students",
+        engagement.len()
+    );
+}
+
+#[test]
+fn fewer_students_than_k_publish_only_suppressed_records() {
+    let schemas = Schemas::load();
+    let broker = Broker::start();
+    let subscriber = Subscriber::connect(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = classroom_config(
+        dir.path(),
+        &broker,
+        3,
+        60,
+        "[policy]\nprofile = \"coarse\"\nmin_group_size = 4",
+    );
+    let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+    let status = daemon.wait(Duration::from_secs(90));
+    assert!(
+        status.success(),
+        "caerd failed: {status}\n{}",
+        daemon.stderr()
+    );
+    let recorded = daemon.recorded_seqs();
+    assert!(!recorded.is_empty());
+    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
+        engagement_seqs(m).0 == recorded
+    });
+    for m in messages.iter().filter(|m| m.topic.ends_with("/engagement")) {
+        let r = m.json();
+        schemas.check(&r);
+        assert_eq!(r["suppressed"], true, "3 students < k = 4: {r}");
+        assert_eq!(r["suppression_reason"], "below_min_group_size");
+        for key in ["students", "tracks_seen", "engagement", "classes"] {
+            assert!(r.get(key).is_none(), "{key} must be withheld: {r}");
+        }
+    }
+}
+
+#[test]
+fn coarse_and_presence_profiles_publish_only_what_they_allow() {
+    let schemas = Schemas::load();
+    let broker = Broker::start();
+    let subscriber = Subscriber::connect(&broker);
+    for (profile, min_group) in [("coarse", 2), ("presence", 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = format!("[policy]\nprofile = \"{profile}\"\nmin_group_size = {min_group}");
+        let config = classroom_config(dir.path(), &broker, 4, 60, &policy);
+        let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+        assert!(
+            daemon.wait(Duration::from_secs(90)).success(),
+            "{}",
+            daemon.stderr()
+        );
+        let recorded = daemon.recorded_seqs().len();
+        let records: Vec<_> = subscriber
+            .wait_for(Duration::from_secs(10), "the run's records", |m| {
+                m.iter()
+                    .filter(|m| m.topic.ends_with("/engagement") && m.json()["profile"] == profile)
+                    .count()
+                    >= recorded
+            })
+            .iter()
+            .filter(|m| m.topic.ends_with("/engagement"))
+            .map(|m| m.json())
+            .filter(|r| r["profile"] == profile)
+            .collect();
+        assert!(
+            records.iter().any(|r| r["suppressed"] == false),
+            "{profile}: some interval published: {records:?}"
+        );
+        for r in &records {
+            schemas.check(r);
+            assert!(
+                r.get("classes").is_none(),
+                "{profile} never publishes the five classes: {r}"
+            );
+            if profile == "presence" {
+                assert!(
+                    r.get("engagement").is_none() && r.get("model_id").is_none(),
+                    "{r}"
+                );
+                if r["suppressed"] == false {
+                    assert_eq!(r["students"], 4, "presence counts the students: {r}");
+                }
+            }
+        }
+        if profile == "presence" {
+            // No model was loaded at all.
+            assert!(
+                daemon.stderr().contains("model=\"none\""),
+                "{}",
+                daemon.stderr()
+            );
+        }
+    }
+}

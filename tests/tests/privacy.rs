@@ -1,0 +1,230 @@
+//! Nothing derived from pixels is written anywhere: caerd runs under `strace -f` and every
+//! file it opens for writing, creates, renames or deletes must be inside its state
+//! directory, which in the end holds only the outbox (aggregate records) and `state.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use caer_e2e::{
+    config_toml, engagement_seqs, find_program, write_classroom, Broker, Daemon, Subscriber,
+};
+use serde_json::json;
+
+const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
+
+/// The first double-quoted string of `s` (strace prints paths quoted, escapes aside).
+fn quoted(s: &str) -> Option<String> {
+    let start = s.find('"')? + 1;
+    let end = start + s[start..].find('"')?;
+    Some(s[start..end].to_string())
+}
+
+/// Paths that a traced syscall line writes, creates, renames or deletes. A call that failed
+/// (`= -1 ENOENT ...`) wrote nothing; an unfinished one counts as a write.
+fn written_paths(line: &str) -> Vec<String> {
+    if line.contains(") = -1 E") {
+        return Vec::new();
+    }
+    let call = line
+        .split_once(' ')
+        .map_or(line, |(_, rest)| rest)
+        .trim_start();
+    let name = call.split('(').next().unwrap_or("");
+    let args = call.split_once('(').map_or("", |(_, a)| a);
+    match name {
+        "open" | "openat" | "openat2" => {
+            let writes = ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND"]
+                .iter()
+                .any(|f| args.contains(f));
+            if writes {
+                quoted(args).into_iter().collect()
+            } else {
+                Vec::new()
+            }
+        }
+        "creat" | "mkdir" | "mkdirat" | "unlink" | "unlinkat" | "rmdir" | "truncate" => {
+            quoted(args).into_iter().collect()
+        }
+        "rename" | "renameat" | "renameat2" | "link" | "linkat" | "symlink" | "symlinkat" => {
+            // Both paths.
+            let mut out = Vec::new();
+            let mut rest = args;
+            while let Some(p) = quoted(rest) {
+                let after = rest
+                    .find(&format!("\"{p}\""))
+                    .map_or(rest.len(), |i| i + p.len() + 2);
+                out.push(p);
+                rest = &rest[after..];
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_derived_from_pixels_is_written_outside_the_state_directory() {
+    let strace = find_program("strace").unwrap_or_else(|| {
+        panic!("this test needs strace (Debian/Ubuntu: `apt-get install -y strace`) and permission to ptrace")
+    });
+    let broker = Broker::start();
+    let subscriber = Subscriber::connect(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let state = root.join("state");
+    let (frames, faces) = write_classroom(&root, 6, 100, 192, 128);
+    let source = format!(
+        "[source]\nkind = \"frame_dir\"\nfps = 20.0\n[source.frame_dir]\npath = \"{}\"\nannotations = \"{}\"",
+        frames.display(),
+        faces.display()
+    );
+    let extra = "[sampling]\nrate_hz = 20.0\nwindow_stride = 4\nqueue_frames = 64\n\n[policy]\nprofile = \"fine\"\n\
+                 min_group_size = 2\n\n[report]\ninterval_secs = 1\nstats_interval_secs = 1\n";
+    let config = root.join("caerd.toml");
+    std::fs::write(
+        &config,
+        config_toml(&state, Some(&broker.url()), &source, extra),
+    )
+    .unwrap();
+    let trace = root.join("strace.txt");
+    let mut daemon = Daemon::start_with(
+        Command::new(&strace)
+            .args(["-f", "-qq", "-s", "1024", "-o"])
+            .arg(&trace)
+            .args(["-e", "trace=open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,mkdir,mkdirat,unlink,unlinkat,rmdir,truncate"])
+            .arg(CAERD)
+            .arg("--config")
+            .arg(&config),
+        &root,
+    );
+    // A remote change during the run, so that state.json is written too.
+    subscriber.wait_for(Duration::from_secs(60), "the first record", |m| {
+        !engagement_seqs(m).0.is_empty()
+    });
+    subscriber.publish(
+        "caer/e2e/dev-1/config/set",
+        json!({"schema": "caer.config-set.v1", "id": "k3", "config": {"policy": {"min_group_size": 3}}}).to_string(),
+    );
+    let status = daemon.wait(Duration::from_secs(120));
+    let traced = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        status.success(),
+        "caerd under strace failed ({status}); is ptrace allowed here?\nstderr:\n{}\ntrace head:\n{:.2000}",
+        daemon.stderr(),
+        traced
+    );
+    assert!(
+        traced.lines().count() > 10,
+        "strace recorded nothing:\n{traced}"
+    );
+    assert!(
+        subscriber
+            .on("/config/ack")
+            .iter()
+            .any(|m| m.json()["ok"] == true),
+        "the remote change was accepted"
+    );
+
+    let mut outside = Vec::new();
+    let mut inside = 0;
+    for line in traced.lines() {
+        for path in written_paths(line) {
+            if Path::new(&path).starts_with(&state) {
+                inside += 1;
+            } else {
+                outside.push(line.to_string());
+            }
+        }
+    }
+    assert!(
+        inside > 0,
+        "the outbox writes must show up in the trace; file syscalls traced:\n{}",
+        traced
+            .lines()
+            .filter(|l| l.contains("state") || l.contains("outbox"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        outside.is_empty(),
+        "files written outside {}:\n{}",
+        state.display(),
+        outside.join("\n")
+    );
+
+    // The state directory holds the outbox and state.json, nothing else; every outbox
+    // record is an aggregate.
+    let mut records = 0;
+    for path in files_under(&state) {
+        let rel = path
+            .strip_prefix(&state)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        match rel.as_str() {
+            "state.json" | "outbox/ledger" => {}
+            r if r.starts_with("outbox/") && r.ends_with(".seg") => {
+                let data = std::fs::read(&path).unwrap();
+                let mut at = 0;
+                while at + 16 <= data.len() {
+                    let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+                    let payload: serde_json::Value =
+                        serde_json::from_slice(&data[at + 16..at + 16 + len]).unwrap();
+                    assert_eq!(
+                        payload["schema"], "caer.engagement.v1",
+                        "outbox holds aggregates only: {payload}"
+                    );
+                    records += 1;
+                    at += 16 + len;
+                }
+            }
+            other => panic!("unexpected file in the state directory: {other}"),
+        }
+    }
+    println!("privacy: {inside} writes inside the state directory, 0 outside; {records} records left in the outbox");
+}
+
+#[test]
+fn strace_line_parsing() {
+    assert_eq!(
+        written_paths(
+            r#"123 openat(AT_FDCWD, "/s/outbox/ledger.tmp", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 5"#
+        ),
+        ["/s/outbox/ledger.tmp"]
+    );
+    assert!(
+        written_paths(r#"123 openat(AT_FDCWD, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC) = 3"#)
+            .is_empty()
+    );
+    assert_eq!(
+        written_paths(r#"9 rename("/s/a.tmp", "/s/a") = 0"#),
+        ["/s/a.tmp", "/s/a"]
+    );
+    assert!(written_paths(
+        r#"7 mkdir("/dev/null/caer-no-runtime-cache", 0700) = -1 ENOTDIR (Not a directory)"#
+    )
+    .is_empty());
+    assert_eq!(
+        written_paths(r#"9 unlink("/s/outbox/0.seg") = 0"#),
+        ["/s/outbox/0.seg"]
+    );
+    assert_eq!(
+        written_paths(r#"9 openat(AT_FDCWD, "/tmp/frame.png", O_RDWR|O_CREAT <unfinished ...>"#),
+        ["/tmp/frame.png"]
+    );
+}
