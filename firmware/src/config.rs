@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
+use crate::source::pixel_format::PixelFormat;
 
 /// Default path of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/caer/caerd.toml";
@@ -104,6 +105,9 @@ pub enum SourceKind {
     /// The sorted image files of a directory, optionally with face boxes; see
     /// `[source.frame_dir]`.
     FrameDir,
+    /// A Linux camera through V4L2 (caerd built with the cargo feature `v4l2`); see
+    /// `[source.v4l2]`.
+    V4l2,
 }
 
 /// Where frames come from.
@@ -125,6 +129,96 @@ pub struct SourceConfig {
     /// Settings of the `frame_dir` source (required when `kind = "frame_dir"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_dir: Option<FrameDirSourceConfig>,
+    /// Settings of the `v4l2` camera source.
+    #[serde(default)]
+    pub v4l2: V4l2SourceConfig,
+}
+
+/// A V4L2 camera. Size, rate and format are requests: the camera's nearest offer is used
+/// and logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V4l2SourceConfig {
+    /// The device node.
+    #[serde(default = "default_v4l2_device")]
+    pub device: PathBuf,
+    /// Requested frame width in pixels, 16 to 4096.
+    #[serde(default = "default_v4l2_width")]
+    pub width: u32,
+    /// Requested frame height in pixels, 16 to 4096.
+    #[serde(default = "default_v4l2_height")]
+    pub height: u32,
+    /// Accepted pixel formats, most preferred first: `"mjpeg"`, `"yuyv"`, `"nv12"`.
+    #[serde(default = "default_v4l2_formats")]
+    pub formats: Vec<PixelFormat>,
+    /// Requested camera frame rate, 0 to 120 (0: leave the camera's setting).
+    #[serde(default = "default_v4l2_frame_rate")]
+    pub frame_rate: u32,
+    /// Kernel capture buffers, 2 to 32.
+    #[serde(default = "default_v4l2_buffers")]
+    pub buffers: u32,
+    /// A camera that delivers nothing for this long is closed and reopened (100 to 60000).
+    #[serde(default = "default_v4l2_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// First delay before reopening a lost camera, in ms (10 to reopen_max_ms).
+    #[serde(default = "default_v4l2_reopen_min_ms")]
+    pub reopen_min_ms: u64,
+    /// Longest delay between reopening attempts, in ms (at most 600000).
+    #[serde(default = "default_v4l2_reopen_max_ms")]
+    pub reopen_max_ms: u64,
+}
+
+impl Default for V4l2SourceConfig {
+    fn default() -> Self {
+        V4l2SourceConfig {
+            device: default_v4l2_device(),
+            width: default_v4l2_width(),
+            height: default_v4l2_height(),
+            formats: default_v4l2_formats(),
+            frame_rate: default_v4l2_frame_rate(),
+            buffers: default_v4l2_buffers(),
+            stall_timeout_ms: default_v4l2_stall_timeout_ms(),
+            reopen_min_ms: default_v4l2_reopen_min_ms(),
+            reopen_max_ms: default_v4l2_reopen_max_ms(),
+        }
+    }
+}
+
+/// Default of `source.v4l2.device`.
+pub fn default_v4l2_device() -> PathBuf {
+    PathBuf::from("/dev/video0")
+}
+/// Default of `source.v4l2.width`.
+pub const fn default_v4l2_width() -> u32 {
+    1280
+}
+/// Default of `source.v4l2.height`.
+pub const fn default_v4l2_height() -> u32 {
+    720
+}
+/// Default of `source.v4l2.formats`: every decodable format, MJPEG first.
+pub fn default_v4l2_formats() -> Vec<PixelFormat> {
+    PixelFormat::PREFERENCE.to_vec()
+}
+/// Default of `source.v4l2.frame_rate`.
+pub const fn default_v4l2_frame_rate() -> u32 {
+    15
+}
+/// Default of `source.v4l2.buffers`.
+pub const fn default_v4l2_buffers() -> u32 {
+    4
+}
+/// Default of `source.v4l2.stall_timeout_ms`.
+pub const fn default_v4l2_stall_timeout_ms() -> u64 {
+    2000
+}
+/// Default of `source.v4l2.reopen_min_ms`.
+pub const fn default_v4l2_reopen_min_ms() -> u64 {
+    500
+}
+/// Default of `source.v4l2.reopen_max_ms`.
+pub const fn default_v4l2_reopen_max_ms() -> u64 {
+    30_000
 }
 
 /// The synthetic classroom.
@@ -926,7 +1020,76 @@ impl DaemonConfig {
                     fd.annotations.is_some()
                 }
             },
+            SourceKind::V4l2 => {
+                if !cfg!(feature = "v4l2") {
+                    v.push(
+                        "source.kind",
+                        "\"v4l2\" needs caerd built with the cargo feature v4l2 \
+                         (cargo build --release --features caer-firmware/v4l2)",
+                    );
+                }
+                false
+            }
         };
+        let cam = &s.v4l2;
+        if cam.device.as_os_str().is_empty() {
+            v.push("source.v4l2.device", "must not be empty");
+        }
+        for (key, value) in [
+            ("source.v4l2.width", cam.width),
+            ("source.v4l2.height", cam.height),
+        ] {
+            if !(16..=4096).contains(&value) {
+                v.push(key, format!("is {value}; it must be between 16 and 4096"));
+            }
+        }
+        if cam.formats.is_empty() {
+            v.push(
+                "source.v4l2.formats",
+                "must name at least one of \"mjpeg\", \"yuyv\", \"nv12\"",
+            );
+        } else if (1..cam.formats.len()).any(|i| cam.formats[..i].contains(&cam.formats[i])) {
+            v.push("source.v4l2.formats", "names a format twice");
+        }
+        if cam.frame_rate > 120 {
+            v.push(
+                "source.v4l2.frame_rate",
+                format!(
+                    "is {}; at most 120 (0: the camera's setting)",
+                    cam.frame_rate
+                ),
+            );
+        }
+        if !(2..=32).contains(&cam.buffers) {
+            v.push(
+                "source.v4l2.buffers",
+                format!("is {}; it must be between 2 and 32", cam.buffers),
+            );
+        }
+        if !(100..=60_000).contains(&cam.stall_timeout_ms) {
+            v.push(
+                "source.v4l2.stall_timeout_ms",
+                format!(
+                    "is {}; it must be between 100 and 60000",
+                    cam.stall_timeout_ms
+                ),
+            );
+        }
+        if cam.reopen_max_ms > 600_000 {
+            v.push(
+                "source.v4l2.reopen_max_ms",
+                format!("is {}; at most 600000", cam.reopen_max_ms),
+            );
+        }
+        if cam.reopen_min_ms < 10 || cam.reopen_min_ms > cam.reopen_max_ms {
+            v.push(
+                "source.v4l2.reopen_min_ms",
+                format!(
+                    "is {}; it must be at least 10 and at most source.v4l2.reopen_max_ms ({})",
+                    cam.reopen_min_ms, cam.reopen_max_ms
+                ),
+            );
+        }
         if self.detect.kind == DetectorKind::Annotated && !annotated_source {
             v.push(
                 "detect.kind",
@@ -1193,6 +1356,7 @@ impl DaemonConfig {
                     seed: 0,
                 },
                 frame_dir: None,
+                v4l2: V4l2SourceConfig::default(),
             },
             detect: DetectConfig::default(),
             track: TrackConfig::default(),
@@ -1441,6 +1605,35 @@ mod tests {
         assert_eq!(err.0[0].key, "report.interval_secs", "{err}");
         let err = DaemonConfig::from_toml("[source]\nkind = \"generated\"").unwrap_err();
         assert!(err.to_string().contains("missing field `device`"), "{err}");
+    }
+
+    #[test]
+    fn camera_settings_are_validated() {
+        let text = format!(
+            "{MINIMAL}\n[source.v4l2]\nformats = []\nbuffers = 1\nreopen_min_ms = 5000\nreopen_max_ms = 1000"
+        )
+        .replace("kind = \"generated\"", "kind = \"v4l2\"");
+        let errors = DaemonConfig::from_toml(&text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "source.v4l2.formats",
+            "source.v4l2.buffers",
+            "source.v4l2.reopen_min_ms",
+        ] {
+            assert!(keys.contains(&key), "{key} missing: {errors}");
+        }
+        assert_eq!(
+            keys.contains(&"source.kind"),
+            !cfg!(feature = "v4l2"),
+            "without the v4l2 feature the kind itself is refused: {errors}"
+        );
+        let err =
+            DaemonConfig::from_toml(&format!("{MINIMAL}\n[source.v4l2]\nformats = [\"h264\"]"))
+                .unwrap_err();
+        assert_eq!(err.0[0].key, "source.v4l2.formats[0]", "{err}");
     }
 
     #[test]

@@ -292,6 +292,32 @@ fn setting_error(e: impl std::fmt::Display) -> BuildError {
     BuildError::Setting(e.to_string())
 }
 
+/// Opens the V4L2 camera. A camera that is missing at start fails the build (safe mode,
+/// retried like any unrunnable configuration); one lost later is reopened by the source.
+#[cfg(feature = "v4l2")]
+fn open_camera(v: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSource>, BuildError> {
+    use crate::source::v4l2::{V4l2Config, V4l2Source};
+    Ok(Box::new(V4l2Source::open(V4l2Config {
+        device: v.device.clone(),
+        width: v.width,
+        height: v.height,
+        formats: v.formats.clone(),
+        frame_rate: v.frame_rate,
+        buffers: v.buffers,
+        stall_timeout: Duration::from_millis(v.stall_timeout_ms),
+        reopen_initial: Duration::from_millis(v.reopen_min_ms),
+        reopen_max: Duration::from_millis(v.reopen_max_ms),
+    })?))
+}
+
+/// Without the `v4l2` feature there is no camera (validation already says so).
+#[cfg(not(feature = "v4l2"))]
+fn open_camera(_: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSource>, BuildError> {
+    Err(BuildError::Setting(
+        "source.kind = \"v4l2\" needs caerd built with the cargo feature v4l2".into(),
+    ))
+}
+
 /// Builds the pipeline's parts: opens the source, loads the model (the slow part).
 fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
     let c = config.config();
@@ -317,6 +343,7 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
                 None => source,
             })
         }
+        SourceKind::V4l2 => open_camera(&c.source.v4l2)?,
     };
     let detector: Box<dyn FaceDetector> = match c.detect.kind {
         DetectorKind::Annotated => Box::new(AnnotatedDetector),

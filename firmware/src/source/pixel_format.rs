@@ -5,11 +5,13 @@
 //! larger sizes and higher rates in it), then YUYV, then NV12.
 
 use image::RgbImage;
+use serde::{Deserialize, Serialize};
 
 use super::{mjpeg, yuv, SourceError};
 
-/// A decodable camera pixel format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A decodable camera pixel format (`"mjpeg"`, `"yuyv"`, `"nv12"` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PixelFormat {
     /// Motion JPEG (`MJPG`): one JPEG per frame, often without Huffman tables.
     Mjpeg,
