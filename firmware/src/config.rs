@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
 use crate::source::pixel_format::PixelFormat;
+pub use caer_board::linux_gpio::{LineConfig, PrivacyPinsConfig};
 
 /// Default path of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/caer/caerd.toml";
@@ -81,6 +82,71 @@ pub struct DaemonConfig {
     /// The on-disk outbox of aggregate records.
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// The privacy LED and hardware privacy switch (caerd built with the cargo feature
+    /// `gpio`); none: no LED, no switch. With it, the camera is open only while the switch is
+    /// released, and the LED is lit whenever it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyPinsConfig>,
+    /// The thermal guard: board temperature in stats, lower sampling rate while hot.
+    #[serde(default)]
+    pub thermal: ThermalConfig,
+}
+
+/// The thermal guard (the board crate's settings, plus `enabled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThermalConfig {
+    /// Read the thermal zones at all (only sysfs reads; a board without zones reports no
+    /// temperature and is never throttled).
+    #[serde(default = "default_thermal_enabled")]
+    pub enabled: bool,
+    /// The directory holding `thermal_zone*/`.
+    #[serde(default = "caer_board::thermal::default_root")]
+    pub root: PathBuf,
+    /// Lower the sampling rate when the hottest zone reaches this temperature (°C).
+    #[serde(default = "caer_board::thermal::default_throttle_above_celsius")]
+    pub throttle_above_celsius: f32,
+    /// Restore it once the hottest zone is below `throttle_above_celsius` minus this (°C).
+    #[serde(default = "caer_board::thermal::default_hysteresis_celsius")]
+    pub hysteresis_celsius: f32,
+    /// Sampling-rate multiplier while throttled, in (0, 1].
+    #[serde(default = "caer_board::thermal::default_throttled_sampling_factor")]
+    pub throttled_sampling_factor: f32,
+    /// Zone types (the `type` file, exact match) never used, e.g. fixed sensors.
+    #[serde(default = "caer_board::thermal::default_ignore_zone_types")]
+    pub ignore_zone_types: Vec<String>,
+}
+
+impl Default for ThermalConfig {
+    fn default() -> Self {
+        let board = caer_board::thermal::ThermalConfig::default();
+        ThermalConfig {
+            enabled: default_thermal_enabled(),
+            root: board.root,
+            throttle_above_celsius: board.throttle_above_celsius,
+            hysteresis_celsius: board.hysteresis_celsius,
+            throttled_sampling_factor: board.throttled_sampling_factor,
+            ignore_zone_types: board.ignore_zone_types,
+        }
+    }
+}
+
+impl ThermalConfig {
+    /// The board crate's guard settings.
+    pub fn guard(&self) -> caer_board::thermal::ThermalConfig {
+        caer_board::thermal::ThermalConfig {
+            root: self.root.clone(),
+            throttle_above_celsius: self.throttle_above_celsius,
+            hysteresis_celsius: self.hysteresis_celsius,
+            throttled_sampling_factor: self.throttled_sampling_factor,
+            ignore_zone_types: self.ignore_zone_types.clone(),
+        }
+    }
+}
+
+/// Default of `thermal.enabled`.
+pub const fn default_thermal_enabled() -> bool {
+    true
 }
 
 /// Device identity. Each value is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, so that it is
@@ -1324,6 +1390,55 @@ impl DaemonConfig {
             );
         }
 
+        if let Some(p) = &self.privacy {
+            if !cfg!(feature = "gpio") {
+                v.push(
+                    "privacy",
+                    "needs caerd built with the cargo feature gpio \
+                     (cargo build --release --features caer-firmware/gpio)",
+                );
+            }
+            for (key, line) in [
+                ("privacy.led.chip", &p.led),
+                ("privacy.switch.chip", &p.switch),
+            ] {
+                if line.chip.as_os_str().is_empty() {
+                    v.push(key, "must not be empty");
+                }
+            }
+            if p.led.chip == p.switch.chip && p.led.line == p.switch.line {
+                v.push(
+                    "privacy.switch.line",
+                    format!(
+                        "is line {} of {}, the same as privacy.led",
+                        p.led.line,
+                        p.led.chip.display()
+                    ),
+                );
+            }
+            if p.release_after.get() > 100 {
+                v.push(
+                    "privacy.release_after",
+                    format!("is {}; at most 100", p.release_after),
+                );
+            }
+        }
+        if let Err(e) = self.thermal.guard().validate() {
+            use caer_board::ThermalConfigError as E;
+            for problem in e.0 {
+                let key = match problem {
+                    E::ThrottleNotFinite(_) => "thermal.throttle_above_celsius",
+                    E::HysteresisNotPositive(_) => "thermal.hysteresis_celsius",
+                    E::FactorOutOfRange(_) => "thermal.throttled_sampling_factor",
+                    _ => "thermal",
+                };
+                v.push(key, problem.to_string());
+            }
+        }
+        if self.thermal.enabled && self.thermal.root.as_os_str().is_empty() {
+            v.push("thermal.root", "must not be empty");
+        }
+
         if !v.0.is_empty() {
             return Err(ConfigErrors(v.0));
         }
@@ -1380,6 +1495,8 @@ impl DaemonConfig {
             },
             mqtt: MqttConfig::default(),
             outbox: OutboxConfig::default(),
+            privacy: None,
+            thermal: ThermalConfig::default(),
         }
     }
 }
@@ -1543,6 +1660,19 @@ mod tests {
             client_key_file: Some("/k".into()),
             ..MqttConfig::default()
         };
+        full.privacy = Some(PrivacyPinsConfig {
+            led: LineConfig {
+                chip: "/dev/gpiochip0".into(),
+                line: 1,
+                active_low: false,
+            },
+            switch: LineConfig {
+                chip: "/dev/gpiochip0".into(),
+                line: 2,
+                active_low: true,
+            },
+            release_after: NonZeroU32::MIN,
+        });
         let mut paths = Vec::new();
         collect_keys("", &serde_json::to_value(&full).unwrap(), &mut paths);
         let documented: Vec<String> = text
@@ -1634,6 +1764,102 @@ mod tests {
             DaemonConfig::from_toml(&format!("{MINIMAL}\n[source.v4l2]\nformats = [\"h264\"]"))
                 .unwrap_err();
         assert_eq!(err.0[0].key, "source.v4l2.formats[0]", "{err}");
+    }
+
+    #[test]
+    fn privacy_pins_are_validated_and_need_the_gpio_feature() {
+        let pins = "[privacy]\nrelease_after = 500\n\
+                    led = { chip = \"/dev/gpiochip0\", line = 7 }\n\
+                    switch = { chip = \"/dev/gpiochip0\", line = 7, active_low = true }";
+        let config = DaemonConfig::from_toml(&format!("{MINIMAL}\n{pins}")).unwrap();
+        let p = config.privacy.as_ref().unwrap();
+        assert!(p.switch.active_low && !p.led.active_low);
+        let found = issues(&format!("{MINIMAL}\n{pins}"));
+        let found = keys(&found);
+        assert!(found.contains(&"privacy.switch.line"), "{found:?}");
+        assert!(found.contains(&"privacy.release_after"), "{found:?}");
+        assert_eq!(
+            found.contains(&"privacy"),
+            !cfg!(feature = "gpio"),
+            "without the gpio feature the section itself is refused: {found:?}"
+        );
+
+        let lines = "led = { chip = \"/dev/gpiochip0\", line = 7 }\n\
+                     switch = { chip = \"/dev/gpiochip0\", line = 8 }";
+        let good = format!("[privacy]\n{lines}");
+        let result = DaemonConfig::from_toml(&format!("{MINIMAL}\n{good}"))
+            .unwrap()
+            .validate();
+        if cfg!(feature = "gpio") {
+            let v = result.unwrap();
+            let p = v.config().privacy.as_ref().unwrap();
+            assert_eq!(p.release_after.get(), 3, "default");
+        } else {
+            let errors = result.unwrap_err();
+            assert_eq!(keys(&errors.0), ["privacy"]);
+            assert!(errors.0[0].reason.contains("feature gpio"), "{errors}");
+        }
+
+        // Parse errors name the key.
+        let err =
+            DaemonConfig::from_toml(&format!("{MINIMAL}\n[privacy]\nrelease_after = 0\n{lines}"))
+                .unwrap_err();
+        assert_eq!(err.0[0].key, "privacy.release_after", "{err}");
+        let err = DaemonConfig::from_toml(&format!(
+            "{MINIMAL}\n[privacy]\nled = {{ chip = \"/dev/gpiochip0\", line = 7, pin = 3 }}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.0[0].key, "privacy.led.pin", "{err}");
+        let err = DaemonConfig::from_toml(&format!(
+            "{MINIMAL}\n[privacy]\nled = {{ chip = \"/dev/gpiochip0\", line = 7 }}"
+        ))
+        .unwrap_err();
+        assert!(err.0[0].reason.contains("switch"), "{err}");
+        // Not changeable remotely.
+        let v = DaemonConfig::from_toml(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let err = v
+            .merge_remote(&serde_json::json!({"privacy": null, "thermal": {"enabled": false}}))
+            .unwrap_err();
+        assert_eq!(keys(&err.0), ["privacy", "thermal"]);
+    }
+
+    #[test]
+    fn thermal_settings_default_to_on_and_are_validated() {
+        let v = DaemonConfig::from_toml(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let t = &v.config().thermal;
+        assert!(t.enabled);
+        assert_eq!(t.root, PathBuf::from("/sys/class/thermal"));
+        assert_eq!(t.guard(), caer_board::thermal::ThermalConfig::default());
+
+        let found = issues(&format!(
+            "{MINIMAL}\n[thermal]\nhysteresis_celsius = 0\nthrottled_sampling_factor = 1.5\nroot = \"\""
+        ));
+        assert_eq!(
+            keys(&found),
+            [
+                "thermal.hysteresis_celsius",
+                "thermal.throttled_sampling_factor",
+                "thermal.root"
+            ]
+        );
+        assert!(found[1].reason.contains("1.5"), "{found:?}");
+        let err =
+            DaemonConfig::from_toml(&format!("{MINIMAL}\n[thermal]\nthreshold = 80")).unwrap_err();
+        assert_eq!(err.0[0].key, "thermal.threshold", "{err}");
+        let off = DaemonConfig::from_toml(&format!(
+            "{MINIMAL}\n[thermal]\nenabled = false\nthrottle_above_celsius = 70"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!off.config().thermal.enabled);
+        assert_eq!(off.config().thermal.throttle_above_celsius, 70.0);
     }
 
     #[test]

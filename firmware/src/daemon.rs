@@ -3,7 +3,7 @@
 //! Data flow, one thread per stage group, joined by bounded queues:
 //!
 //! ```text
-//! capture thread   source ──(pace)──▶ FrameQueue (drop-oldest)
+//! capture thread   [privacy gate] source ──(pace)──▶ FrameQueue (drop-oldest)
 //! inference thread   ──▶ detect ──▶ track ──▶ sample ──▶ crop ──▶ encode ──▶ window ──▶ classify
 //!                    ──▶ aggregate ──(every report interval)──▶ outbox (on disk)
 //! sink thread        outbox ──▶ MQTT broker  (or stdout)          ◀── config/set, cmd
@@ -12,6 +12,17 @@
 //!
 //! Only [`crate::aggregate`] output reaches the outbox; frames, crops, features and
 //! per-student results stay in the inference thread's memory.
+//!
+//! **Privacy LED and switch** (`[privacy]`, feature `gpio`): the capture thread asks the
+//! controller once per iteration whether the camera may be open. The source is then opened
+//! only after the controller has lit the LED, and dropped (closed) as soon as the controller
+//! denies it (switch engaged, paused, pin error); the LED goes off only at the next step,
+//! after the close. Releasing the switch opens the source again (a new one: a frame
+//! directory or the generated classroom start over). Without `[privacy]` the source is
+//! opened once, when the pipeline is built.
+//!
+//! **Thermal guard** (`[thermal]`): the supervisor polls it every [`THERMAL_POLL`]; while
+//! the board is hot, the per-track sampling rate is multiplied by its factor.
 //!
 //! **Supervisor** ([`run`]): builds the pipeline from the [`ValidatedConfig`]; if the
 //! configuration is valid but cannot run (bundle or frame directory missing, model
@@ -27,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -38,10 +49,13 @@ use crate::aggregate::{
 };
 use crate::backend::tensorrt::TensorRtOptions;
 use crate::backend::{select, InferenceBackend, SelectError, SelectOptions};
+use crate::board::{lock_privacy, SharedPrivacy, Thermal};
 use crate::bundle::{Bundle, CoarseLabel};
 use crate::calibration::{bundle_hash, Calibration, CalibrationError};
 use crate::classify::{softmax, StreamingClassifier, StreamingConfig};
-use crate::config::{ConfigIssue, DetectorKind, SourceKind, ValidatedConfig};
+use crate::config::{
+    ConfigIssue, DaemonConfig, DetectorKind, SourceConfig, SourceKind, ValidatedConfig,
+};
 use crate::crop::{ContextBoxes, ContextConfig};
 use crate::detect::{AnnotatedDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use crate::error::ClassifyError;
@@ -65,6 +79,10 @@ use crate::track::{Tracker, TrackerConfig};
 pub const SAFE_MODE_RETRY: Duration = Duration::from_secs(30);
 /// Longest wait of the supervisor loop (the systemd watchdog is pinged between waits).
 const TICK: Duration = Duration::from_millis(200);
+/// How often the supervisor polls the thermal guard.
+pub const THERMAL_POLL: Duration = Duration::from_secs(5);
+/// The capture thread's wait between privacy steps while the camera is denied.
+const PRIVACY_POLL: Duration = Duration::from_millis(50);
 /// Control requests waiting for the supervisor; more are answered "busy".
 const CONTROL_CAPACITY: usize = 8;
 /// Latency samples kept per stage for the percentiles.
@@ -137,6 +155,9 @@ pub enum DaemonError {
     /// A thread panicked.
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    /// The privacy LED or switch line cannot be opened (`[privacy]`).
+    #[error("privacy pins: {0}")]
+    PrivacyPins(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The sink stopped.
     #[error("the {kind} sink stopped: {source}")]
     Sink {
@@ -267,9 +288,14 @@ impl Metrics {
     }
 }
 
+/// Opens the configured source (again), for the capture thread.
+type SourceOpener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
+
 /// Everything a pipeline is built from, before its threads start.
 struct Parts {
-    source: Box<dyn FrameSource>,
+    /// The source, opened at build time when no privacy controller gates it.
+    source: Option<Box<dyn FrameSource>>,
+    open_source: SourceOpener,
     detector: Box<dyn FaceDetector>,
     tracker: TrackerConfig,
     sampler: SamplerConfig,
@@ -295,7 +321,7 @@ fn setting_error(e: impl std::fmt::Display) -> BuildError {
 /// Opens the V4L2 camera. A camera that is missing at start fails the build (safe mode,
 /// retried like any unrunnable configuration); one lost later is reopened by the source.
 #[cfg(feature = "v4l2")]
-fn open_camera(v: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSource>, BuildError> {
+fn open_camera(v: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
     use crate::source::v4l2::{V4l2Config, V4l2Source};
     Ok(Box::new(V4l2Source::open(V4l2Config {
         device: v.device.clone(),
@@ -312,18 +338,19 @@ fn open_camera(v: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSourc
 
 /// Without the `v4l2` feature there is no camera (validation already says so).
 #[cfg(not(feature = "v4l2"))]
-fn open_camera(_: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSource>, BuildError> {
-    Err(BuildError::Setting(
-        "source.kind = \"v4l2\" needs caerd built with the cargo feature v4l2".into(),
-    ))
+fn open_camera(_: &crate::config::V4l2SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+    Err(SourceError::Config {
+        source_kind: "v4l2",
+        field: "kind",
+        reason: "needs caerd built with the cargo feature v4l2",
+    })
 }
 
-/// Builds the pipeline's parts: opens the source, loads the model (the slow part).
-fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
-    let c = config.config();
-    let source: Box<dyn FrameSource> = match c.source.kind {
+/// Opens the configured source.
+fn open_source(s: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+    Ok(match s.kind {
         SourceKind::Generated => {
-            let g = &c.source.generated;
+            let g = &s.generated;
             Box::new(GeneratedSource::new(GeneratedConfig {
                 width: g.width,
                 height: g.height,
@@ -334,8 +361,13 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
             })?)
         }
         SourceKind::FrameDir => {
-            let Some(fd) = &c.source.frame_dir else {
-                return Err(BuildError::Setting("source.frame_dir is missing".into()));
+            // Validation requires source.frame_dir with this kind.
+            let Some(fd) = &s.frame_dir else {
+                return Err(SourceError::Config {
+                    source_kind: "frame_dir",
+                    field: "source.frame_dir",
+                    reason: "is missing",
+                });
             };
             let source = FrameDirSource::open(&fd.path)?;
             Box::new(match &fd.annotations {
@@ -343,7 +375,19 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
                 None => source,
             })
         }
-        SourceKind::V4l2 => open_camera(&c.source.v4l2)?,
+        SourceKind::V4l2 => open_camera(&s.v4l2)?,
+    })
+}
+
+/// Builds the pipeline's parts: opens the source, loads the model (the slow part).
+fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
+    let c = config.config();
+    let source_config = c.source.clone();
+    let mut open_source: SourceOpener = Box::new(move || open_source(&source_config));
+    // A gated source is opened by the capture thread once the privacy LED is lit.
+    let source = match c.privacy {
+        None => Some(open_source()?),
+        Some(_) => None,
     };
     let detector: Box<dyn FaceDetector> = match c.detect.kind {
         DetectorKind::Annotated => Box::new(AnnotatedDetector),
@@ -432,6 +476,7 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
     };
     Ok(Parts {
         source,
+        open_source,
         detector,
         tracker,
         sampler,
@@ -455,30 +500,99 @@ enum CaptureEnd {
 struct Flags {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    /// The thermal sampling-rate factor, as `f32` bits (set by the supervisor).
+    sampling_factor: Arc<AtomicU32>,
+}
+
+impl Flags {
+    fn new(paused: bool) -> Self {
+        Flags {
+            stop: Arc::new(AtomicBool::new(false)),
+            paused: Arc::new(AtomicBool::new(paused)),
+            sampling_factor: Arc::new(AtomicU32::new(1.0f32.to_bits())),
+        }
+    }
+
+    fn sampling_factor(&self) -> f32 {
+        f32::from_bits(self.sampling_factor.load(Ordering::Relaxed))
+    }
+}
+
+/// The capture thread's source and what gates it.
+struct Capture {
+    /// The open source, if any.
+    source: Option<Box<dyn FrameSource>>,
+    open_source: SourceOpener,
+    /// The privacy controller; none: the source may always be open.
+    privacy: Option<SharedPrivacy>,
+    fps: f64,
+    max_frames: Option<u64>,
+}
+
+impl Capture {
+    /// One privacy step (a switch sample, the LED driven); always true without a controller.
+    fn allowed(&self, wanted: bool) -> bool {
+        match &self.privacy {
+            None => true,
+            Some(p) => lock_privacy(p).allow(wanted, self.source.is_some()),
+        }
+    }
 }
 
 /// Pulls frames from the source, paced to `fps`, into the queue; closes the queue at the end.
+/// With a privacy controller, the source is open only while the controller allows it (see
+/// the module docs); a paused pipeline then closes it too.
 fn capture_loop(
-    mut source: Box<dyn FrameSource>,
+    mut capture: Capture,
     queue: &FrameQueue,
     flags: &Flags,
-    fps: f64,
-    max_frames: Option<u64>,
     metrics: &Metrics,
 ) -> Result<CaptureEnd, SourceError> {
-    let period = Duration::from_secs_f64(1.0 / fps);
+    let period = Duration::from_secs_f64(1.0 / capture.fps);
     let mut next_at = Instant::now();
     let mut delivered = 0u64;
     let mut transient_errors = 0u64;
-    tracing::info!(source = %source.describe(), fps, "capture started");
+    tracing::info!(
+        fps = capture.fps,
+        privacy = capture.privacy.is_some(),
+        "capture started"
+    );
     let end = loop {
         if flags.stop.load(Ordering::Relaxed) {
-            break CaptureEnd::Stopped;
+            break Ok(CaptureEnd::Stopped);
         }
-        if max_frames.is_some_and(|m| delivered >= m) {
-            break CaptureEnd::SourceEnded;
+        if capture.max_frames.is_some_and(|m| delivered >= m) {
+            break Ok(CaptureEnd::SourceEnded);
         }
-        if flags.paused.load(Ordering::Relaxed) {
+        let paused = flags.paused.load(Ordering::Relaxed);
+        if !capture.allowed(!paused) {
+            if capture.source.take().is_some() {
+                tracing::info!("camera closed (privacy switch, pause or pin error)");
+                // No wait: the next step sees the camera closed and turns the LED off.
+                continue;
+            }
+            std::thread::sleep(PRIVACY_POLL);
+            continue;
+        }
+        if capture.source.is_none() {
+            // The controller allowed it, so the LED is lit: open the camera.
+            match (capture.open_source)() {
+                Ok(source) => {
+                    tracing::info!(source = %source.describe(), "source opened");
+                    capture.source = Some(source);
+                }
+                Err(e) if e.is_transient() => {
+                    transient_errors += 1;
+                    if transient_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, count = transient_errors, "cannot open the source; retrying");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => break Err(e),
+            }
+        }
+        if paused {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
@@ -489,16 +603,24 @@ fn capture_loop(
         }
         // Keep the cadence, but never try to catch up a backlog.
         next_at = (next_at + period).max(now);
+        let Some(source) = capture.source.as_mut() else {
+            continue;
+        };
         match source.next_frame() {
             Ok(Some(mut frame)) => {
+                // The switch may have been engaged while the source blocked: a frame leaves
+                // only if the camera is still allowed (the next step closes it otherwise).
+                if !capture.allowed(!flags.paused.load(Ordering::Relaxed)) {
+                    continue;
+                }
                 frame.captured_at = Instant::now();
                 delivered += 1;
                 metrics.frames_captured.fetch_add(1, Ordering::Relaxed);
                 if !queue.push(frame) {
-                    break CaptureEnd::Stopped;
+                    break Ok(CaptureEnd::Stopped);
                 }
             }
-            Ok(None) => break CaptureEnd::SourceEnded,
+            Ok(None) => break Ok(CaptureEnd::SourceEnded),
             Err(e) if e.is_transient() => {
                 transient_errors += 1;
                 if transient_errors.is_power_of_two() {
@@ -506,14 +628,16 @@ fn capture_loop(
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(e) => {
-                queue.close();
-                return Err(e);
-            }
+            Err(e) => break Err(e),
         }
     };
+    // Close the source first; the last privacy step then turns the LED off.
+    capture.source = None;
+    if let Some(p) = &capture.privacy {
+        lock_privacy(p).allow(false, false);
+    }
     queue.close();
-    Ok(end)
+    end
 }
 
 /// The inference thread's stages.
@@ -527,10 +651,15 @@ struct Stages {
     model: Option<ModelParts>,
     classifier: Option<StreamingClassifier>,
     aggregator: Aggregator,
+    /// The thermal factor applied to the sampler's rate.
+    rate_factor: f32,
 }
 
+/// A pipeline's source: opened at build time, or not yet (privacy), and how to open it.
+type SourceParts = (Option<Box<dyn FrameSource>>, SourceOpener);
+
 impl Stages {
-    fn new(parts: Parts) -> Result<(Stages, Box<dyn FrameSource>), BuildError> {
+    fn new(parts: Parts) -> Result<(Stages, SourceParts), BuildError> {
         let tracker = Tracker::new(parts.tracker.clone()).map_err(setting_error)?;
         let sampler = TrackSampler::new(&parts.sampler).map_err(setting_error)?;
         let classifier = match &parts.model {
@@ -547,8 +676,18 @@ impl Stages {
             model: parts.model,
             classifier,
             aggregator: Aggregator::new(parts.aggregator),
+            rate_factor: 1.0,
         };
-        Ok((stages, parts.source))
+        Ok((stages, (parts.source, parts.open_source)))
+    }
+
+    /// Applies the thermal sampling-rate factor.
+    fn set_rate_factor(&mut self, factor: f32) {
+        if factor != self.rate_factor {
+            tracing::info!(factor, "per-track sampling rate factor");
+            self.rate_factor = factor;
+            self.sampler.set_rate_factor(f64::from(factor));
+        }
     }
 
     /// Forgets every track (after a pause: no features from before it may be mixed in).
@@ -559,6 +698,7 @@ impl Stages {
         }
         if let Ok(sampler) = TrackSampler::new(&self.sampler_config) {
             self.sampler = sampler;
+            self.sampler.set_rate_factor(f64::from(self.rate_factor));
         }
         if let Some(m) = &self.model {
             match StreamingClassifier::new(m.backend.clone(), &m.streaming) {
@@ -715,6 +855,7 @@ fn inference_loop(
     let mut interval_start = (Instant::now(), SystemTime::now());
     let mut was_paused = false;
     loop {
+        stages.set_rate_factor(flags.sampling_factor());
         let paused = flags.paused.load(Ordering::Relaxed);
         if paused && !was_paused {
             publish_interval(
@@ -787,6 +928,7 @@ impl Pipeline {
         parts: Parts,
         config: &ValidatedConfig,
         paused: bool,
+        privacy: Option<SharedPrivacy>,
         outbox: &SharedOutbox,
         sink: &SyncSender<SinkMessage>,
         metrics: &Arc<Metrics>,
@@ -801,7 +943,7 @@ impl Pipeline {
             model_id: model_info.as_ref().map(|m| m.id.clone()),
             report_interval: config.report_interval(),
         };
-        let (stages, source) = match Stages::new(parts) {
+        let (stages, (source, open_source)) = match Stages::new(parts) {
             Ok(s) => s,
             // The same constructors succeeded in build_parts: unreachable in practice.
             Err(e) => {
@@ -812,17 +954,20 @@ impl Pipeline {
             }
         };
         let queue = Arc::new(FrameQueue::new(c.sampling.queue_frames));
-        let flags = Flags {
-            stop: Arc::new(AtomicBool::new(false)),
-            paused: Arc::new(AtomicBool::new(paused)),
-        };
+        let flags = Flags::new(paused);
         // Frames dropped by earlier pipelines' queues stay counted.
         let capture = {
             let (queue, flags, metrics) = (queue.clone(), flags.clone(), metrics.clone());
-            let (fps, max_frames) = (c.source.fps, c.source.max_frames.map(|m| m.get()));
+            let capture = Capture {
+                source,
+                open_source,
+                privacy,
+                fps: c.source.fps,
+                max_frames: c.source.max_frames.map(|m| m.get()),
+            };
             std::thread::Builder::new()
                 .name("caer-capture".into())
-                .spawn(move || capture_loop(source, &queue, &flags, fps, max_frames, &metrics))
+                .spawn(move || capture_loop(capture, &queue, &flags, &metrics))
                 .map_err(|source| DaemonError::Spawn {
                     name: "capture",
                     source,
@@ -857,6 +1002,12 @@ impl Pipeline {
 
     fn set_paused(&self, paused: bool) {
         self.flags.paused.store(paused, Ordering::Relaxed);
+    }
+
+    fn set_sampling_factor(&self, factor: f32) {
+        self.flags
+            .sampling_factor
+            .store(factor.to_bits(), Ordering::Relaxed);
     }
 
     /// Stops (if still running) and joins both threads.
@@ -904,18 +1055,6 @@ fn accumulate_patch(acc: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-/// Hottest thermal zone in °C, if the kernel reports any.
-fn temperature_c() -> Option<f64> {
-    let entries = std::fs::read_dir("/sys/class/thermal").ok()?;
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("temp")).ok())
-        .filter_map(|t| t.trim().parse::<f64>().ok())
-        .map(|milli| milli / 1000.0)
-        .reduce(f64::max)
-}
-
 /// Resident memory in bytes, from `/proc/self/status`.
 fn memory_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -943,6 +1082,11 @@ struct Supervisor {
     last_stats: (Instant, u64, u64),
     next_stats: Instant,
     next_retry: Option<Instant>,
+    /// The privacy LED and switch, shared with each pipeline's capture thread.
+    privacy: Option<SharedPrivacy>,
+    /// The thermal guard; none when `thermal.enabled` is false.
+    thermal: Option<Thermal>,
+    next_thermal: Instant,
 }
 
 impl Supervisor {
@@ -1016,10 +1160,12 @@ impl Supervisor {
             parts,
             &self.config,
             self.persistent.paused,
+            self.privacy.clone(),
             &self.outbox,
             &self.sink,
             &self.metrics,
         )?;
+        pipeline.set_sampling_factor(self.sampling_factor());
         self.model_info = pipeline.model_info.clone();
         self.backend = pipeline.backend.clone();
         self.pipeline = Some(pipeline);
@@ -1038,6 +1184,22 @@ impl Supervisor {
             RunState::Running
         };
         self.set_state(state, None)
+    }
+
+    /// The thermal sampling-rate factor now (1 without a thermal guard).
+    fn sampling_factor(&self) -> f32 {
+        self.thermal.as_ref().map_or(1.0, Thermal::sampling_factor)
+    }
+
+    /// Polls the thermal guard and passes its factor on to the pipeline.
+    fn poll_thermal(&mut self) {
+        self.next_thermal = Instant::now() + THERMAL_POLL;
+        if let Some(thermal) = &mut self.thermal {
+            thermal.poll();
+        }
+        if let Some(p) = &self.pipeline {
+            p.set_sampling_factor(self.sampling_factor());
+        }
     }
 
     fn enter_safe_mode(&mut self, reason: String) -> Result<(), DaemonError> {
@@ -1195,7 +1357,14 @@ impl Supervisor {
             tracks_active: m.tracks_active.load(Ordering::Relaxed),
             latency_ms,
             memory_rss_bytes: memory_rss_bytes(),
-            temperature_c: temperature_c(),
+            temperature_c: self.thermal.as_ref().and_then(Thermal::temperature_c),
+            thermal_throttled: self.thermal.as_ref().is_some_and(Thermal::throttled),
+            sampling_factor: (f64::from(self.sampling_factor()) * 1e6).round() / 1e6,
+            camera_allowed: self
+                .privacy
+                .as_ref()
+                .map(|p| lock_privacy(p).camera_allowed()),
+            privacy_switch: self.privacy.as_ref().and_then(|p| lock_privacy(p).switch()),
             outbox,
             mqtt_connects_total: self
                 .mqtt_connects
@@ -1297,6 +1466,9 @@ pub fn run(
         last_stats: (started, 0, 0),
         next_stats: started + current.stats_interval(),
         next_retry: None,
+        privacy: open_privacy(current.config())?,
+        thermal: open_thermal(current.config()),
+        next_thermal: started,
     };
     let offline = |s: &Supervisor| s.status_payload(RunState::Offline);
 
@@ -1338,6 +1510,7 @@ pub fn run(
         ("stdout", thread)
     };
 
+    supervisor.poll_thermal();
     supervisor.start_pipeline()?;
     if let Err(e) = caer_board::systemd::ready() {
         tracing::warn!(error = %e, "cannot notify systemd");
@@ -1391,6 +1564,9 @@ pub fn run(
         if supervisor.next_retry.is_some_and(|t| Instant::now() >= t) {
             supervisor.start_pipeline()?;
         }
+        if Instant::now() >= supervisor.next_thermal {
+            supervisor.poll_thermal();
+        }
         if Instant::now() >= supervisor.next_stats {
             supervisor.send_stats()?;
         }
@@ -1424,6 +1600,49 @@ pub fn run(
     }
 }
 
+/// Opens the privacy LED and switch lines (`[privacy]`); the only place that names the Linux
+/// pin type. Opened once: `[privacy]` cannot change remotely.
+#[cfg(feature = "gpio")]
+fn open_privacy(config: &DaemonConfig) -> Result<Option<SharedPrivacy>, DaemonError> {
+    let Some(pins) = &config.privacy else {
+        return Ok(None);
+    };
+    let controller = caer_board::linux_gpio::open_privacy_controller(pins)
+        .map_err(|e| DaemonError::PrivacyPins(Box::new(e)))?;
+    tracing::info!(
+        led = %format!("{}:{}", pins.led.chip.display(), pins.led.line),
+        switch = %format!("{}:{}", pins.switch.chip.display(), pins.switch.line),
+        "privacy LED and switch opened; the camera opens once the switch reads released"
+    );
+    Ok(Some(crate::board::Privacy::new(controller).shared()))
+}
+
+/// Without the `gpio` feature there are no pins (validation already refuses `[privacy]`).
+#[cfg(not(feature = "gpio"))]
+fn open_privacy(config: &DaemonConfig) -> Result<Option<SharedPrivacy>, DaemonError> {
+    match config.privacy {
+        None => Ok(None),
+        Some(_) => Err(DaemonError::PrivacyPins(
+            "[privacy] needs caerd built with the cargo feature gpio".into(),
+        )),
+    }
+}
+
+/// The thermal guard, unless `thermal.enabled` is false.
+fn open_thermal(config: &DaemonConfig) -> Option<Thermal> {
+    if !config.thermal.enabled {
+        return None;
+    }
+    match Thermal::new(config.thermal.guard()) {
+        Ok(thermal) => Some(thermal),
+        // Validation rules this out.
+        Err(e) => {
+            tracing::error!(error = %e, "thermal guard off");
+            None
+        }
+    }
+}
+
 /// Waits up to `timeout` for a control request (none in stdout mode: the sender is gone).
 fn control_rx_recv(rx: &Receiver<ControlRequest>, timeout: Duration) -> Option<ControlRequest> {
     match rx.recv_timeout(timeout) {
@@ -1439,6 +1658,272 @@ fn control_rx_recv(rx: &Receiver<ControlRequest>, timeout: Duration) -> Option<C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the fake LED, switch and source saw, in order.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Event {
+        LedOn,
+        LedOff,
+        Opened,
+        Polled,
+        Closed,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Log(Arc<Mutex<Vec<Event>>>);
+
+    impl Log {
+        fn push(&self, e: Event) {
+            self.0.lock().unwrap().push(e);
+        }
+        fn events(&self) -> Vec<Event> {
+            self.0.lock().unwrap().clone()
+        }
+        fn count(&self, e: Event) -> usize {
+            self.events().iter().filter(|x| **x == e).count()
+        }
+        /// Waits until `done` holds for the events (panics after 5 s).
+        fn wait(&self, what: &str, done: impl Fn(&[Event]) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done(&self.events()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {what}: {:?}",
+                    self.events()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    use embedded_hal::digital::{ErrorKind, ErrorType, InputPin, OutputPin};
+
+    /// An active-high LED that logs its writes.
+    struct FakeLed(Log);
+    impl ErrorType for FakeLed {
+        type Error = ErrorKind;
+    }
+    impl OutputPin for FakeLed {
+        fn set_low(&mut self) -> Result<(), ErrorKind> {
+            self.0.push(Event::LedOff);
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), ErrorKind> {
+            self.0.push(Event::LedOn);
+            Ok(())
+        }
+    }
+
+    /// An active-high switch: engaged while the flag is set; fails while `broken` is set.
+    #[derive(Clone, Default)]
+    struct FakeSwitch {
+        engaged: Arc<AtomicBool>,
+        broken: Arc<AtomicBool>,
+    }
+    impl ErrorType for FakeSwitch {
+        type Error = ErrorKind;
+    }
+    impl InputPin for FakeSwitch {
+        fn is_high(&mut self) -> Result<bool, ErrorKind> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(ErrorKind::Other);
+            }
+            Ok(self.engaged.load(Ordering::SeqCst))
+        }
+        fn is_low(&mut self) -> Result<bool, ErrorKind> {
+            self.is_high().map(|high| !high)
+        }
+    }
+
+    /// An endless source that logs each poll and its close.
+    struct FakeSource(Log);
+    impl FrameSource for FakeSource {
+        fn next_frame(&mut self) -> Result<Option<crate::frame::Frame>, SourceError> {
+            self.0.push(Event::Polled);
+            Ok(Some(crate::frame::Frame::new(
+                image::RgbImage::new(2, 2),
+                0,
+            )))
+        }
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+    }
+    impl Drop for FakeSource {
+        fn drop(&mut self) {
+            self.0.push(Event::Closed);
+        }
+    }
+
+    /// A capture thread gated by fake privacy pins (the switch starts engaged).
+    struct Rig {
+        log: Log,
+        switch: FakeSwitch,
+        queue: Arc<FrameQueue>,
+        flags: Flags,
+        thread: JoinHandle<Result<CaptureEnd, SourceError>>,
+    }
+
+    fn rig() -> Rig {
+        use caer_board::privacy::{Polarity, PrivacyController, PrivacyLed, PrivacySwitch};
+        let log = Log::default();
+        let switch = FakeSwitch::default();
+        switch.engaged.store(true, Ordering::SeqCst);
+        let controller = PrivacyController::new(
+            PrivacyLed::new(FakeLed(log.clone()), Polarity::ActiveHigh),
+            PrivacySwitch::new(
+                switch.clone(),
+                Polarity::ActiveHigh,
+                std::num::NonZeroU32::new(2).unwrap(),
+            ),
+        );
+        let opener_log = log.clone();
+        let capture = Capture {
+            source: None,
+            open_source: Box::new(move || {
+                opener_log.push(Event::Opened);
+                Ok(Box::new(FakeSource(opener_log.clone())) as Box<dyn FrameSource>)
+            }),
+            privacy: Some(crate::board::Privacy::new(controller).shared()),
+            fps: 200.0,
+            max_frames: None,
+        };
+        let queue = Arc::new(FrameQueue::new(std::num::NonZeroUsize::new(1000).unwrap()));
+        let flags = Flags::new(false);
+        let thread = {
+            let (queue, flags) = (queue.clone(), flags.clone());
+            std::thread::spawn(move || capture_loop(capture, &queue, &flags, &Metrics::new()))
+        };
+        Rig {
+            log,
+            switch,
+            queue,
+            flags,
+            thread,
+        }
+    }
+
+    /// Replays the log: the source is opened and polled only while the LED is lit, and the
+    /// LED goes off only while the source is closed.
+    fn check_invariants(events: &[Event]) {
+        let (mut lit, mut open) = (false, false);
+        for (i, e) in events.iter().enumerate() {
+            match e {
+                Event::LedOn => lit = true,
+                Event::LedOff => {
+                    assert!(
+                        !open,
+                        "LED off while the source is open, at {i}: {events:?}"
+                    );
+                    lit = false;
+                }
+                Event::Opened => {
+                    assert!(
+                        lit && !open,
+                        "source opened with the LED off, at {i}: {events:?}"
+                    );
+                    open = true;
+                }
+                Event::Polled => {
+                    assert!(lit && open, "polled with the LED off, at {i}: {events:?}")
+                }
+                Event::Closed => open = false,
+            }
+        }
+    }
+
+    fn frames_since(events: &[Event], from: usize) -> usize {
+        events[from..]
+            .iter()
+            .filter(|e| **e == Event::Polled)
+            .count()
+    }
+
+    #[test]
+    fn privacy_switch_closes_the_source_before_the_led_goes_off_and_reopens_it_after() {
+        let r = rig();
+        // Engaged from the start: nothing is opened, the LED stays off.
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            !r.log.events().contains(&Event::Opened),
+            "{:?}",
+            r.log.events()
+        );
+        assert_eq!(r.queue.pushed_total(), 0);
+
+        // Released: LED on, then the source opens and frames flow.
+        r.switch.engaged.store(false, Ordering::SeqCst);
+        r.log.wait("frames", |e| frames_since(e, 0) >= 5);
+        let events = r.log.events();
+        let on = events.iter().position(|e| *e == Event::LedOn).unwrap();
+        let opened = events.iter().position(|e| *e == Event::Opened).unwrap();
+        assert!(on < opened, "{events:?}");
+
+        // Engaged: the source is closed, then the LED goes off, and nothing is polled.
+        r.switch.engaged.store(true, Ordering::SeqCst);
+        r.log.wait("LED off", |e| e.last() == Some(&Event::LedOff));
+        let closed_at = r.log.events().len();
+        let pushed = r.queue.pushed_total();
+        std::thread::sleep(Duration::from_millis(150));
+        let events = r.log.events();
+        assert_eq!(
+            events.len(),
+            closed_at,
+            "activity while engaged: {events:?}"
+        );
+        assert_eq!(
+            r.queue.pushed_total(),
+            pushed,
+            "frames delivered while engaged"
+        );
+        assert_eq!(&events[closed_at - 2..], [Event::Closed, Event::LedOff]);
+
+        // Released again: the LED is lit before the source reopens.
+        r.switch.engaged.store(false, Ordering::SeqCst);
+        r.log
+            .wait("frames again", |e| frames_since(e, closed_at) >= 5);
+        assert_eq!(
+            &r.log.events()[closed_at..closed_at + 2],
+            [Event::LedOn, Event::Opened]
+        );
+        assert_eq!(r.log.count(Event::Opened), 2);
+
+        // Stopping closes the source, then turns the LED off.
+        r.flags.stop.store(true, Ordering::SeqCst);
+        assert_eq!(r.thread.join().unwrap().unwrap(), CaptureEnd::Stopped);
+        let events = r.log.events();
+        assert_eq!(&events[events.len() - 2..], [Event::Closed, Event::LedOff]);
+        check_invariants(&events);
+        assert!(r.queue.pushed_total() as usize <= r.log.count(Event::Polled));
+    }
+
+    #[test]
+    fn a_switch_error_or_a_pause_closes_the_source() {
+        let r = rig();
+        r.switch.engaged.store(false, Ordering::SeqCst);
+        r.log.wait("frames", |e| frames_since(e, 0) >= 3);
+
+        // A failing switch read counts as engaged.
+        r.switch.broken.store(true, Ordering::SeqCst);
+        r.log.wait("LED off", |e| e.last() == Some(&Event::LedOff));
+        r.switch.broken.store(false, Ordering::SeqCst);
+        r.log.wait("reopened", |e| {
+            e.iter().filter(|x| **x == Event::Opened).count() == 2
+        });
+
+        // A pause closes the camera and turns the LED off, like the switch.
+        r.flags.paused.store(true, Ordering::SeqCst);
+        r.log.wait("LED off", |e| e.last() == Some(&Event::LedOff));
+        let paused_at = r.log.events().len();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(r.log.events().len(), paused_at, "{:?}", r.log.events());
+        r.flags.paused.store(false, Ordering::SeqCst);
+        r.log.wait("resumed", |e| frames_since(e, paused_at) >= 3);
+
+        r.flags.stop.store(true, Ordering::SeqCst);
+        r.thread.join().unwrap().unwrap();
+        check_invariants(&r.log.events());
+    }
 
     #[test]
     fn latency_percentiles() {

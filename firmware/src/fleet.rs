@@ -180,8 +180,17 @@ pub struct StatsPayload {
     pub latency_ms: std::collections::BTreeMap<&'static str, LatencyFigures>,
     /// Resident memory of the daemon, bytes (Linux `/proc/self/status`).
     pub memory_rss_bytes: Option<u64>,
-    /// Hottest thermal zone, °C, if the board reports one.
+    /// Hottest thermal zone, °C, at the thermal guard's last poll; none when the guard is
+    /// off or the board has no readable thermal zone.
     pub temperature_c: Option<f64>,
+    /// Whether the thermal guard has lowered the sampling rate.
+    pub thermal_throttled: bool,
+    /// The multiplier applied to `sampling.rate_hz` now: 1, or `thermal.throttled_sampling_factor`.
+    pub sampling_factor: f64,
+    /// Whether the privacy controller lets the camera be open; none without `[privacy]`.
+    pub camera_allowed: Option<bool>,
+    /// The debounced privacy switch; none without `[privacy]` or before its first sample.
+    pub privacy_switch: Option<caer_board::privacy::SwitchState>,
     /// The outbox.
     pub outbox: OutboxFigures,
     /// Successful broker connections since start (none in stdout mode).

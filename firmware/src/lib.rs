@@ -44,6 +44,7 @@
 
 pub mod aggregate;
 pub mod backend;
+pub mod board;
 pub mod bundle;
 pub mod calibration;
 pub mod classify;

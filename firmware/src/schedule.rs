@@ -161,6 +161,9 @@ pub struct SamplerConfigError(pub f64);
 /// Decides which tracked faces of each frame are sampled for the classifier.
 #[derive(Debug)]
 pub struct TrackSampler {
+    /// The configured period, `1 / rate_hz`.
+    base_period: Duration,
+    /// `base_period` divided by the rate factor (thermal throttling).
     period: Duration,
     max_tracks: usize,
     next_due: HashMap<u64, Instant>,
@@ -173,12 +176,25 @@ impl TrackSampler {
         if !(config.rate_hz > 0.0 && config.rate_hz <= 1000.0) {
             return Err(SamplerConfigError(config.rate_hz));
         }
+        let period = Duration::from_secs_f64(1.0 / config.rate_hz);
         Ok(TrackSampler {
-            period: Duration::from_secs_f64(1.0 / config.rate_hz),
+            base_period: period,
+            period,
             max_tracks: config.max_tracks.get(),
             next_due: HashMap::with_capacity(config.max_tracks.get()),
             refused_total: 0,
         })
+    }
+
+    /// Multiplies the configured rate by `factor` in (0, 1] (1 restores it); anything else is
+    /// taken as 1. Due times already set stay; the next ones use the new period.
+    pub fn set_rate_factor(&mut self, factor: f64) {
+        let factor = if factor > 0.0 && factor <= 1.0 {
+            factor
+        } else {
+            1.0
+        };
+        self.period = self.base_period.div_f64(factor);
     }
 
     /// Whether track `id` is sampled in the frame captured at `at`; records the sample.
@@ -364,6 +380,25 @@ mod tests {
         sampler.forget(1);
         assert!(sampler.is_due(2, at(5600)));
         assert_eq!(sampler.tracks(), 1);
+    }
+
+    #[test]
+    fn a_rate_factor_lowers_the_per_track_rate_and_one_restores_it() {
+        let mut sampler = TrackSampler::new(&SamplerConfig::default()).expect("sampler");
+        let t0 = Instant::now();
+        let count = |sampler: &mut TrackSampler, from_ms: u64| {
+            (0..100u64)
+                .filter(|k| sampler.is_due(1, t0 + Duration::from_millis(from_ms + k * 100)))
+                .count()
+        };
+        // 10 s of 10 fps: 2 Hz gives 20 samples, half the rate 10.
+        assert_eq!(count(&mut sampler, 0), 20);
+        sampler.set_rate_factor(0.5);
+        assert_eq!(count(&mut sampler, 10_000), 10);
+        sampler.set_rate_factor(1.0);
+        assert_eq!(count(&mut sampler, 20_000), 20);
+        sampler.set_rate_factor(f64::NAN);
+        assert_eq!(count(&mut sampler, 30_000), 20, "a bad factor counts as 1");
     }
 
     #[test]
