@@ -6,11 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${CAER_VENV:-/opt/caer/venv}
+vm_kernel=${CAER_VM_KERNEL_DIR:-/opt/caer/vm/linux}
 
 # mosquitto: the real broker of the end-to-end tests; strace: the privacy test; systemd
 # (systemd-analyze) and shellcheck: the board's unit file and install script tests;
-# libclang-dev: the v4l crate's bindings (feature v4l2); python3-venv: the Python environment.
-apt_packages=(mosquitto strace systemd shellcheck libclang-dev pkg-config python3-venv)
+# libclang-dev: the v4l crate's bindings (feature v4l2); python3-venv: the Python environment;
+# qemu-system-x86, busybox-static, cpio, xz-utils: the vivid VM test (tests/tests/vivid.rs).
+apt_packages=(mosquitto strace systemd shellcheck libclang-dev pkg-config python3-venv
+  qemu-system-x86 busybox-static cpio xz-utils)
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust >= 1.85 with clippy and rustfmt (https://rustup.rs)" >&2
@@ -24,6 +27,28 @@ if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The vivid VM test's kernel: Debian's linux-image package (the one linux-image-amd64 depends
+# on), unpacked at $vm_kernel, not installed; only boot/ and the media driver modules are kept.
+if [ ! -f "$vm_kernel/.package" ]; then
+  kernel_pkg=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1)
+  if [ -z "$kernel_pkg" ]; then
+    echo "setup: cannot resolve the kernel package of linux-image-amd64 (apt-get update?)" >&2
+    exit 1
+  fi
+  echo "setup: unpacking $kernel_pkg at $vm_kernel (the vivid VM test's kernel)"
+  download=$(mktemp -d)
+  (cd "$download" && apt-get download -qq "$kernel_pkg")
+  rm -rf "$vm_kernel"
+  mkdir -p "$vm_kernel"
+  dpkg-deb -x "$download"/*.deb "$vm_kernel"
+  rm -rf "$download"
+  for dir in "$vm_kernel"/lib/modules/*/kernel; do
+    find "$dir" -mindepth 1 -maxdepth 1 ! -name drivers -exec rm -rf {} +
+    find "$dir/drivers" -mindepth 1 -maxdepth 1 ! -name media -exec rm -rf {} +
+  done
+  echo "$kernel_pkg" > "$vm_kernel/.package"
 fi
 
 want=$(sha256sum model-export/requirements.lock | cut -d' ' -f1)

@@ -121,11 +121,24 @@ pub fn nv12_to_rgb(
         luma + luma / 2,
     )?;
     let (y_plane, uv_plane) = data.split_at(luma as usize);
+    // yuvutils-rs 0.8 accepts the interleaved U V plane only without row padding (the Y
+    // plane may have it): drop the padding.
+    let uv_plane = &uv_plane[..(luma / 2) as usize];
+    let row = width as usize;
+    let uv_tight: std::borrow::Cow<'_, [u8]> = if stride as usize == row {
+        std::borrow::Cow::Borrowed(uv_plane)
+    } else {
+        uv_plane
+            .chunks(stride as usize)
+            .flat_map(|r| &r[..row])
+            .copied()
+            .collect()
+    };
     let image = YuvBiPlanarImage {
         y_plane,
         y_stride: stride,
-        uv_plane: &uv_plane[..(luma / 2) as usize],
-        uv_stride: stride,
+        uv_plane: &uv_tight,
+        uv_stride: width,
         width,
         height,
     };
@@ -196,6 +209,24 @@ mod tests {
         let rgb = nv12_to_rgb(&data, width, height, width).expect("convert");
         for (i, (_, want)) in COLOURS.iter().enumerate() {
             assert_close(&rgb, 2 * i as u32 + 1, 1, *want);
+        }
+    }
+
+    #[test]
+    fn nv12_with_padded_rows_converts() {
+        // A camera may report bytesperline > width (vivid does): both planes are padded.
+        let (width, height, stride) = (10u32, 2u32, 16u32);
+        let mut data = vec![0u8; (stride * height * 3 / 2) as usize];
+        for (i, (yuv, _)) in COLOURS.iter().enumerate() {
+            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                data[(dy * stride + 2 * i as u32 + dx) as usize] = yuv[0];
+            }
+            let uv = (stride * height) as usize + 2 * i;
+            data[uv..uv + 2].copy_from_slice(&[yuv[1], yuv[2]]);
+        }
+        let rgb = nv12_to_rgb(&data, width, height, stride).expect("convert");
+        for (i, (_, want)) in COLOURS.iter().enumerate() {
+            assert_close(&rgb, 2 * i as u32, 0, *want);
         }
     }
 
