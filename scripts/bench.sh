@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${CAER_VENV:-/opt/caer/venv}
-export CAER_BENCH_BUNDLE=${CAER_BENCH_BUNDLE:-build/vit-b-32-random/bundle}
+# Absolute: cargo runs benches in the package folder.
+CAER_BENCH_BUNDLE=$(realpath -m "${CAER_BENCH_BUNDLE:-build/vit-b-32-random/bundle}")
+export CAER_BENCH_BUNDLE
 export CAER_BENCH_THREADS=${CAER_BENCH_THREADS:-$(nproc)}
 if [ ! -f "$CAER_BENCH_BUNDLE/manifest.json" ]; then
   echo "bench: no bundle at $CAER_BENCH_BUNDLE; run scripts/full-size-bundle.sh first" >&2
@@ -25,4 +27,4 @@ cargo bench --locked -p caer-firmware --features ort --bench backends
 echo "== Python: onnxruntime $("$venv/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)') on the same files"
 "$venv/bin/python" -m caer_export bench-ort "$CAER_BENCH_BUNDLE" --threads "$CAER_BENCH_THREADS"
 echo "== face detection"
-cargo bench --locked -p caer-firmware --bench detect
+cargo bench --locked -p caer-firmware --features ort --bench detect
