@@ -25,10 +25,10 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
-step "cargo clippy (default features; ort, cuda, tensorrt, v4l2)"
+step "cargo clippy (default features; ort, cuda, tensorrt, v4l2, gpio)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --locked \
-  --features caer-firmware/tensorrt,caer-firmware/v4l2,caer-calibrate/tensorrt -- -D warnings
+  --features caer-firmware/tensorrt,caer-firmware/v4l2,caer-firmware/gpio,caer-calibrate/tensorrt -- -D warnings
 step "cargo test (tract)"
 cargo test --workspace --locked
 step "cargo test (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
