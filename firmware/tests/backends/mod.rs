@@ -11,71 +11,9 @@
 mod ort;
 mod select;
 
-use std::path::{Path, PathBuf};
-
 use caer::bundle::{Bundle, MANIFEST_FILE};
-use serde::Deserialize;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
-}
-
-/// The parts of `parity.json` these tests use.
-#[derive(Debug, Deserialize)]
-struct Parity {
-    face_boxes: Vec<Option<[f32; 4]>>,
-    body_box: Option<[f32; 4]>,
-    encoder: EncoderCase,
-    face_features: Vec<Vec<f32>>,
-    context_features: Vec<Vec<f32>>,
-    logits: Vec<f32>,
-    head: HeadCase,
-}
-
-#[derive(Debug, Deserialize)]
-struct EncoderCase {
-    inputs: Vec<String>,
-    embeddings: Vec<Vec<f32>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeadCase {
-    face_features: Vec<Vec<f32>>,
-    context_features: Vec<Vec<f32>>,
-    logits: Vec<f32>,
-}
-
-fn parity() -> Parity {
-    let path = golden_dir().join("parity.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn bundle() -> Bundle {
-    Bundle::load(golden_dir().join("bundle")).expect("the fixture bundle loads")
-}
-
-fn png(relative: &str) -> image::RgbImage {
-    let path = golden_dir().join(relative);
-    image::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
-}
-
-/// The clip's frames: the sorted files of `tests/golden/clip`.
-fn clip_frames() -> Vec<image::RgbImage> {
-    let dir = golden_dir().join("clip");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| image::open(f).unwrap().to_rgb8())
-        .collect()
-}
+use crate::golden::*;
 
 /// The golden crops as one `[n, 3, S, S]` batch.
 fn golden_crop_pixels(parity: &Parity, image_len: usize) -> Vec<f32> {
@@ -89,18 +27,6 @@ fn golden_crop_pixels(parity: &Parity, image_len: usize) -> Vec<f32> {
         caer::preprocess::write_chw(png(input).as_raw(), out).unwrap();
     }
     pixels
-}
-
-fn flatten(rows: &[Vec<f32>]) -> Vec<f32> {
-    rows.iter().flatten().copied().collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// A copy of the fixture bundle whose manifest `edit` changed (model files untouched).

@@ -7,7 +7,7 @@
 //! Each test prints what it measured (`cargo test -- --nocapture`).
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use caer::backend::{InferenceBackend, TractBackend, TractOptions};
@@ -16,109 +16,19 @@ use caer::classify::{argmax, ClipClassifier, StreamingClassifier, StreamingConfi
 use caer::preprocess::{write_chw, Preprocessor, RgbFrame};
 use caer::sampling::sample_indices;
 use caer::BundleError;
-use serde::Deserialize;
+
+use crate::golden::*;
 
 const CROP_MAX_DIFF: u8 = 1;
 const CROP_MEAN_DIFF: f64 = 0.05;
 const EMBEDDING_TOLERANCE: f32 = 1e-4;
 const LOGIT_TOLERANCE: f32 = 1e-3;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
-}
-
-#[derive(Debug, Deserialize)]
-struct Parity {
-    num_frames: usize,
-    sampled_indices: Vec<usize>,
-    face_boxes: Vec<Option<[f32; 4]>>,
-    body_box: Option<[f32; 4]>,
-    crops: Vec<CropCase>,
-    encoder: EncoderCase,
-    face_features: Vec<Vec<f32>>,
-    context_features: Vec<Vec<f32>>,
-    logits: Vec<f32>,
-    probabilities: Vec<f32>,
-    head: HeadCase,
-    sampling: Vec<SamplingCase>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CropCase {
-    position: usize,
-    frame_index: usize,
-    face_png: String,
-    context_png: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct EncoderCase {
-    inputs: Vec<String>,
-    embeddings: Vec<Vec<f32>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeadCase {
-    face_features: Vec<Vec<f32>>,
-    context_features: Vec<Vec<f32>>,
-    logits: Vec<f32>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SamplingCase {
-    num_frames: usize,
-    indices: Vec<usize>,
-}
-
-fn parity() -> Parity {
-    let path = golden_dir().join("parity.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn bundle() -> Bundle {
-    Bundle::load(golden_dir().join("bundle")).expect("the fixture bundle loads")
-}
-
 fn backend(threads: usize) -> Arc<TractBackend> {
     let options = TractOptions {
         threads: NonZeroUsize::new(threads).unwrap(),
     };
     Arc::new(TractBackend::load(&bundle(), &options).expect("tract loads the fixture"))
-}
-
-fn png(relative: &str) -> image::RgbImage {
-    let path = golden_dir().join(relative);
-    image::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
-}
-
-/// The clip's frames: the sorted files of `tests/golden/clip`.
-fn clip_frames() -> Vec<image::RgbImage> {
-    let dir = golden_dir().join("clip");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| image::open(f).unwrap().to_rgb8())
-        .collect()
-}
-
-fn flatten(rows: &[Vec<f32>]) -> Vec<f32> {
-    rows.iter().flatten().copied().collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Max and mean absolute difference of two crops, in levels.
