@@ -21,7 +21,7 @@ if ! command -v cargo >/dev/null; then
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
@@ -32,7 +32,7 @@ fi
 # The vivid VM test's kernel: Debian's linux-image package (the one linux-image-amd64 depends
 # on), unpacked at $vm_kernel, not installed; only boot/ and the media driver modules are kept.
 if [ ! -f "$vm_kernel/.package" ]; then
-  kernel_pkg=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1)
+  kernel_pkg=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | sed -n 1p)
   if [ -z "$kernel_pkg" ]; then
     echo "setup: cannot resolve the kernel package of linux-image-amd64 (apt-get update?)" >&2
     exit 1

@@ -20,11 +20,11 @@ busybox=/bin/busybox
 for tool in cpio gzip ldd; do
   command -v "$tool" >/dev/null || { echo "$0: $tool not found: run scripts/setup.sh" >&2; exit 1; }
 done
-if ! "$busybox" --list 2>/dev/null | grep -qx insmod; then
+if ! "$busybox" --list 2>/dev/null | grep -x insmod >/dev/null; then
   echo "$0: $busybox (busybox-static) not found: run scripts/setup.sh" >&2
   exit 1
 fi
-mods=$(find "$kernel_dir/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+mods=$(find "$kernel_dir/lib/modules" -mindepth 1 -maxdepth 1 -type d | sed -n 1p)
 if [ -z "$mods" ] || [ ! -f "$mods/modules.order" ]; then
   echo "$0: no kernel modules under $kernel_dir/lib/modules: run scripts/setup.sh" >&2
   exit 1
@@ -41,7 +41,7 @@ module_file() {
     name=$(basename "$path")
     name=${name%%.ko*}
     if [ "${name//-/_}" = "$want" ]; then
-      find "$mods/$(dirname "$path")" -maxdepth 1 -name "$name.ko*" | head -n 1
+      find "$mods/$(dirname "$path")" -maxdepth 1 -name "$name.ko*" | sed -n 1p
       return
     fi
   done < "$mods/modules.order"
