@@ -18,7 +18,7 @@ if [ ! -f "$CAER_BENCH_BUNDLE/manifest.json" ]; then
   exit 2
 fi
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
-  ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
+  ORT_DYLIB_PATH=$(scripts/ort-library.sh)
   export ORT_DYLIB_PATH
 fi
 echo "== $(date -u +%FT%TZ) $(nproc) cores, $CAER_BENCH_THREADS threads, bundle $CAER_BENCH_BUNDLE"

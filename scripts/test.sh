@@ -15,7 +15,7 @@ venv=${CAER_VENV:-/opt/caer/venv}
 export CAER_PYTHON=$venv/bin/python
 # The ONNX Runtime shared library that the `ort` feature loads at run time.
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
-  ORT_DYLIB_PATH=$("$CAER_PYTHON" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
+  ORT_DYLIB_PATH=$(scripts/ort-library.sh)
   export ORT_DYLIB_PATH
 fi
 # The board tests fail, instead of skipping, when systemd-analyze or shellcheck is missing.
