@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (idempotent, quick when done before):
-# the Debian packages listed below and the Python environment of model-export (pinned in
-# model-export/requirements.lock) at $CAER_VENV. The Rust toolchain (cargo with clippy and
-# rustfmt, Rust >= 1.85) must already be there.
+# the Debian packages listed below, the Python environment of model-export (pinned in
+# model-export/requirements.lock) at $CAER_VENV, and the face detector's source wheel in
+# $CAER_CACHE (default /opt/caer/cache; see docs/bundle.md). The Rust toolchain (cargo with
+# clippy and rustfmt, Rust >= 1.85) must already be there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${CAER_VENV:-/opt/caer/venv}
@@ -11,9 +12,10 @@ vm_kernel=${CAER_VM_KERNEL_DIR:-/opt/caer/vm/linux}
 # mosquitto: the real broker of the end-to-end tests; strace: the privacy test; systemd
 # (systemd-analyze) and shellcheck: the board's unit file and install script tests;
 # libclang-dev: the v4l crate's bindings (feature v4l2); python3-venv: the Python environment;
-# qemu-system-x86, busybox-static, cpio, xz-utils: the vivid VM test (tests/tests/vivid.rs).
+# qemu-system-x86, busybox-static, cpio, xz-utils: the vivid VM test (tests/tests/vivid.rs);
+# ffmpeg: the video file source and its tests.
 apt_packages=(mosquitto strace systemd shellcheck libclang-dev pkg-config python3-venv
-  qemu-system-x86 busybox-static cpio xz-utils)
+  qemu-system-x86 busybox-static cpio xz-utils ffmpeg)
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust >= 1.85 with clippy and rustfmt (https://rustup.rs)" >&2
@@ -60,3 +62,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
   echo "$want" > "$venv/.requirements.sha256"
 fi
 "$venv/bin/pip" install -q --no-deps --no-build-isolation -e model-export
+
+# Every bundle export converts the face detector from the pinned mediapipe wheel: fetch it once
+# into the cache (pip download; reused when there; sha256-checked either way).
+"$venv/bin/python" -m caer_export fetch-detector >/dev/null

@@ -1,55 +1,175 @@
-//! Face detection time on one 1920x1080 frame (a camera's full-HD frame).
+//! Face detection time on one 1920x1080 frame (a camera's full-HD frame), every detector in
+//! one run so that the figures compare.
 //!
-//! `cargo bench -p caer-firmware --bench detect`. The frame is the shipped group photograph
-//! (`firmware/testdata/faces/solvay.jpg`, 29 faces) scaled onto a 1920x1080 canvas, so the
-//! detector sees a classroom-like scene of many small faces. Runs SeetaFace with the daemon's
-//! default settings and with `min_face_size` 40 (faster, for cameras close to the class).
-//! Prints ms/frame (median and fastest of the timed runs) and the faces found.
+//! `cargo bench -p caer-firmware --bench detect` (add `--features ort` and set
+//! `ORT_DYLIB_PATH` for the ONNX Runtime rows; `scripts/bench.sh` does). The frame is the
+//! shipped group photograph (`firmware/testdata/faces/solvay.jpg`, 29 faces) scaled to fit
+//! a 1920x1080 grey canvas (aspect kept: faces of 52 to 75 pixels), a classroom-like scene
+//! of many small faces. Detectors: SeetaFace with the daemon's default settings and with
+//! `min_face_size` 40; BlazeFace from the fixture bundle (`tests/golden/bundle`; the network
+//! is the real one) with the default tiles on tract and on ONNX Runtime (CPU, and CUDA when
+//! built with feature `cuda`, which then needs a GPU and ONNX Runtime's CUDA provider).
+//! Prints ms/frame (median and fastest of the timed runs), the faces found, and how many of
+//! the 29 they hit.
+//! Threads: `CAER_BENCH_THREADS` (default every core).
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use caer::detect::{FaceDetector, SeetaConfig, SeetaDetector};
+use caer::backend::{InferenceBackend, TractBackend, TractOptions};
+use caer::bundle::Bundle;
+use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use caer::frame::Frame;
+use caer::track::iou;
 
 const RUNS: usize = 10;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 const BUDGET: Duration = Duration::from_secs(60);
 
-fn full_hd_frame() -> Result<Frame, Box<dyn std::error::Error>> {
+/// The Solvay faces (`firmware/tests/detect/mod.rs`), in photo pixels.
+const SOLVAY_FACES: [[f32; 4]; 29] = [
+    [238.0, 40.0, 294.0, 96.0],
+    [1373.0, 41.0, 1422.0, 90.0],
+    [376.0, 84.0, 423.0, 131.0],
+    [613.0, 97.0, 665.0, 149.0],
+    [902.0, 96.0, 947.0, 141.0],
+    [1015.0, 107.0, 1066.0, 158.0],
+    [1135.0, 95.0, 1188.0, 148.0],
+    [1283.0, 98.0, 1327.0, 142.0],
+    [1434.0, 92.0, 1493.0, 151.0],
+    [463.0, 125.0, 516.0, 178.0],
+    [761.0, 120.0, 818.0, 177.0],
+    [46.0, 194.0, 104.0, 252.0],
+    [210.0, 210.0, 265.0, 265.0],
+    [379.0, 194.0, 437.0, 252.0],
+    [566.0, 198.0, 624.0, 256.0],
+    [766.0, 190.0, 823.0, 247.0],
+    [921.0, 189.0, 975.0, 243.0],
+    [1082.0, 200.0, 1136.0, 254.0],
+    [1042.0, 249.0, 1105.0, 312.0],
+    [1259.0, 207.0, 1321.0, 269.0],
+    [1436.0, 219.0, 1480.0, 263.0],
+    [107.0, 253.0, 162.0, 308.0],
+    [283.0, 258.0, 345.0, 320.0],
+    [463.0, 259.0, 518.0, 314.0],
+    [662.0, 267.0, 717.0, 322.0],
+    [865.0, 250.0, 927.0, 312.0],
+    [1164.0, 252.0, 1221.0, 309.0],
+    [1359.0, 260.0, 1412.0, 313.0],
+    [1489.0, 280.0, 1542.0, 333.0],
+];
+
+/// The photo scaled onto the canvas, and the expected faces moved with it.
+fn full_hd_frame() -> BenchResult<(Frame, Vec<[f32; 4]>)> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/faces/solvay.jpg");
     let photo = image::open(&path)?.to_rgb8();
-    // Scale to the canvas height, keep the aspect ratio, centre on a grey canvas.
     let (w, h) = photo.dimensions();
-    let scaled_w = (w as f64 * 1080.0 / h as f64).round().min(1920.0) as u32;
-    let scaled = image::imageops::resize(&photo, scaled_w, 1080, image::imageops::Triangle);
+    let scale = (1920.0 / f64::from(w)).min(1080.0 / f64::from(h));
+    let (sw, sh) = (
+        (f64::from(w) * scale).round() as u32,
+        (f64::from(h) * scale).round() as u32,
+    );
+    let scaled = image::imageops::resize(&photo, sw, sh, image::imageops::Triangle);
     let mut canvas = image::RgbImage::from_pixel(1920, 1080, image::Rgb([110, 110, 110]));
-    image::imageops::replace(&mut canvas, &scaled, i64::from((1920 - scaled_w) / 2), 0);
-    Ok(Frame::new(canvas, 0))
+    let (left, top) = ((1920 - sw) / 2, (1080 - sh) / 2);
+    image::imageops::replace(&mut canvas, &scaled, i64::from(left), i64::from(top));
+    let (sx, sy) = (sw as f32 / w as f32, sh as f32 / h as f32);
+    let faces = SOLVAY_FACES
+        .iter()
+        .map(|b| {
+            [
+                b[0] * sx + left as f32,
+                b[1] * sy + top as f32,
+                b[2] * sx + left as f32,
+                b[3] * sy + top as f32,
+            ]
+        })
+        .collect();
+    Ok((Frame::new(canvas, 0), faces))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let frame = full_hd_frame()?;
+/// Expected faces hit by some detection with IoU >= 0.5.
+fn hits(found: &[caer::detect::Detection], expected: &[[f32; 4]]) -> usize {
+    expected
+        .iter()
+        .filter(|e| found.iter().any(|d| iou(&d.bbox, e) >= 0.5))
+        .count()
+}
+
+fn time(
+    name: &str,
+    detector: &mut dyn FaceDetector,
+    frame: &Frame,
+    expected: &[[f32; 4]],
+) -> BenchResult<()> {
+    let found = detector.detect(frame)?; // warm-up
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < RUNS && (times.is_empty() || start.elapsed() < BUDGET) {
+        let t = Instant::now();
+        std::hint::black_box(detector.detect(frame)?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{name:<34} 1920x1080: median {:7.1} ms/frame, fastest {:7.1} ms ({} runs), {} faces, {}/29 expected found",
+        times[times.len() / 2],
+        times[0],
+        times.len(),
+        found.len(),
+        hits(&found, expected),
+    );
+    Ok(())
+}
+
+fn main() -> BenchResult<()> {
+    caer::backend::isolate_runtime_cache();
+    let threads = std::env::var("CAER_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN);
+    let (frame, expected) = full_hd_frame()?;
     for min_face_size in [20, 40] {
         let config = SeetaConfig {
             min_face_size,
             ..SeetaConfig::default()
         };
         let mut detector = SeetaDetector::new(config)?;
-        let faces = detector.detect(&frame)?.len(); // warm-up
-        let mut times = Vec::new();
-        let start = Instant::now();
-        while times.len() < RUNS && (times.is_empty() || start.elapsed() < BUDGET) {
-            let t = Instant::now();
-            std::hint::black_box(detector.detect(&frame)?);
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
-        println!(
-            "seeta 1920x1080 min_face_size {min_face_size}: median {:.1} ms/frame, fastest {:.1} ms ({} runs), {faces} faces",
-            times[times.len() / 2],
-            times[0],
-            times.len()
-        );
+        let name = format!("seeta min_face_size {min_face_size}");
+        time(&name, &mut detector, &frame, &expected)?;
+    }
+
+    let bundle_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bundle");
+    let bundle = Bundle::load(bundle_dir)?;
+    let tiles = BlazeConfig::default().tile_sizes;
+    let tract = TractBackend::load(&bundle, &TractOptions { threads })?;
+    #[cfg_attr(not(feature = "ort"), allow(unused_mut))]
+    let mut backends: Vec<Box<dyn InferenceBackend>> = vec![Box::new(tract)];
+    #[cfg(feature = "ort")]
+    {
+        use caer::backend::ort::{OrtBackend, OrtMode, OrtOptions};
+        let options = OrtOptions {
+            threads,
+            ..OrtOptions::new(OrtMode::Cpu)
+        };
+        backends.push(Box::new(OrtBackend::load(&bundle, &options)?));
+        #[cfg(feature = "cuda")]
+        backends.push(Box::new(OrtBackend::load(
+            &bundle,
+            &OrtOptions {
+                threads,
+                ..OrtOptions::new(OrtMode::Cuda)
+            },
+        )?));
+    }
+    for backend in backends {
+        let network = backend.load_face_detector(&bundle)?;
+        let mut detector = BlazeDetector::new(network, BlazeConfig::default())?;
+        let name = format!("blaze {} tiles {tiles:?}", backend.name());
+        time(&name, &mut detector, &frame, &expected)?;
     }
     Ok(())
 }

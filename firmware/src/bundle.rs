@@ -129,6 +129,41 @@ pub struct Manifest {
     pub self_check: Option<SelfCheck>,
     /// Provenance (informational; any structure is accepted).
     pub source: serde_json::Value,
+    /// What the `files.face_detector` network is, its licence and provenance; present
+    /// exactly when that file is.
+    #[serde(default)]
+    pub face_detector: Option<FaceDetectorSpec>,
+}
+
+/// The kind of face detector network this firmware runs (see [`crate::detect::blaze`]).
+pub const FACE_DETECTOR_KIND: &str = "blazeface-short-range";
+
+/// The manifest's `face_detector` block (see `docs/bundle.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceDetectorSpec {
+    /// Must be [`FACE_DETECTOR_KIND`].
+    pub kind: String,
+    /// Side of the square input, 128.
+    pub input_size: u64,
+    /// Pixel values 0 and 255 map to these, `[-1, 1]`.
+    pub input_range: [f64; 2],
+    /// The network's licence, shipped beside it.
+    pub licence: LicenceFile,
+    /// Where the network comes from (informational; any structure is accepted).
+    pub provenance: serde_json::Value,
+}
+
+/// A licence file of the bundle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenceFile {
+    /// Path relative to the bundle directory.
+    pub path: String,
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+    /// SPDX identifier, e.g. `Apache-2.0`.
+    pub spdx: String,
 }
 
 /// The manifest's `self_check` block (see `docs/bundle.md`).
@@ -177,6 +212,8 @@ pub struct Files {
     pub image_encoder_int8_dynamic: Option<FileEntry>,
     /// Both temporal encoders, fusion and the text matrix.
     pub temporal_head: FileEntry,
+    /// The face detector network (see the manifest's `face_detector` block).
+    pub face_detector: Option<FileEntry>,
 }
 
 /// One model file of the bundle.
@@ -270,7 +307,12 @@ impl Bundle {
         let (dims, coarse) = check_manifest(&manifest, &manifest_path)?;
         for (key, entry) in manifest.files.entries() {
             let path = resolve(&dir, key, &entry.path)?;
-            check_file(key, &path, entry)?;
+            check_file(key, &path, Some(entry.bytes), &entry.sha256)?;
+        }
+        if let Some(licence) = manifest.face_detector.as_ref().map(|d| &d.licence) {
+            const KEY: &str = "face_detector.licence";
+            let path = resolve(&dir, KEY, &licence.path)?;
+            check_file(KEY, &path, None, &licence.sha256)?;
         }
         Ok(Bundle {
             dir,
@@ -315,6 +357,12 @@ impl Bundle {
         &self.manifest.files.temporal_head
     }
 
+    /// The face detector network's manifest entry and description, if the bundle has one.
+    pub fn face_detector(&self) -> Option<(&FileEntry, &FaceDetectorSpec)> {
+        let m = &self.manifest;
+        m.files.face_detector.as_ref().zip(m.face_detector.as_ref())
+    }
+
     /// Absolute path of a file entry of this bundle.
     pub fn path_of(&self, entry: &FileEntry) -> PathBuf {
         self.dir.join(&entry.path)
@@ -332,6 +380,7 @@ impl Files {
                 self.image_encoder_int8_dynamic.as_ref(),
             ),
             ("temporal_head", Some(&self.temporal_head)),
+            ("face_detector", self.face_detector.as_ref()),
         ]
         .into_iter()
         .filter_map(|(key, entry)| entry.map(|entry| (key, entry)))
@@ -413,6 +462,23 @@ fn expected_io(key: &str, dims: &ModelDims) -> (Vec<TensorSpec>, Vec<TensorSpec>
         dtype: "float32".to_owned(),
     };
     let batch = || Dim::Symbolic("batch".to_owned());
+    if key == "face_detector" {
+        use crate::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
+        let s = fixed(INPUT_SIZE);
+        return (
+            vec![spec("input", vec![fixed(1), fixed(3), s.clone(), s])],
+            vec![
+                spec(
+                    "regressors",
+                    vec![fixed(1), fixed(NUM_ANCHORS), fixed(REGRESSOR_LEN)],
+                ),
+                spec(
+                    "classificators",
+                    vec![fixed(1), fixed(NUM_ANCHORS), fixed(1)],
+                ),
+            ],
+        );
+    }
     if key == "temporal_head" {
         let seq = || vec![batch(), fixed(dims.frames_per_clip), fixed(dims.embed_dim)];
         (
@@ -535,10 +601,11 @@ fn check_manifest(
         num_classes: NUM_CLASSES,
     };
     check_preprocessing(&manifest.preprocessing)?;
+    check_face_detector(manifest)?;
 
     for (key, entry) in manifest.files.entries() {
         let expected_precision = match key {
-            "image_encoder" | "temporal_head" => "fp32",
+            "image_encoder" | "temporal_head" | "face_detector" => "fp32",
             "image_encoder_int8" => "int8-qdq-static",
             _ => "int8-dynamic",
         };
@@ -554,6 +621,56 @@ fn check_manifest(
         check_declared(key, "outputs", &outputs, &entry.outputs)?;
     }
     Ok((dims, coarse))
+}
+
+/// Accepts a face detector only as a pair of file and description, of the one kind
+/// [`crate::detect::blaze`] implements.
+fn check_face_detector(manifest: &Manifest) -> Result<(), BundleError> {
+    let spec = match (&manifest.files.face_detector, &manifest.face_detector) {
+        (None, None) => return Ok(()),
+        (Some(_), Some(spec)) => spec,
+        (file, _) => {
+            let (present, missing) = if file.is_some() {
+                ("files.face_detector", "face_detector")
+            } else {
+                ("face_detector", "files.face_detector")
+            };
+            return Err(BundleError::FaceDetector {
+                field: missing,
+                found: "missing".to_owned(),
+                expected: format!("present, since {present} is"),
+            });
+        }
+    };
+    let mismatch = |field, found: String, expected: String| {
+        Err(BundleError::FaceDetector {
+            field,
+            found,
+            expected,
+        })
+    };
+    if spec.kind != FACE_DETECTOR_KIND {
+        return mismatch(
+            "face_detector.kind",
+            format!("{:?}", spec.kind),
+            format!("{FACE_DETECTOR_KIND:?}"),
+        );
+    }
+    if spec.input_size != crate::detect::blaze::INPUT_SIZE as u64 {
+        return mismatch(
+            "face_detector.input_size",
+            spec.input_size.to_string(),
+            crate::detect::blaze::INPUT_SIZE.to_string(),
+        );
+    }
+    if spec.input_range != [-1.0, 1.0] {
+        return mismatch(
+            "face_detector.input_range",
+            format!("{:?}", spec.input_range),
+            "[-1.0, 1.0]".to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// Accepts only the preprocessing implemented in [`crate::preprocess`].
@@ -614,8 +731,14 @@ fn resolve(dir: &Path, key: &'static str, path: &str) -> Result<PathBuf, BundleE
     Ok(dir.join(relative))
 }
 
-/// Checks that a file exists, has the declared size and hashes to the declared sha256.
-fn check_file(key: &'static str, path: &Path, entry: &FileEntry) -> Result<(), BundleError> {
+/// Checks that a file exists, has the declared size (if one is declared) and hashes to the
+/// declared sha256.
+fn check_file(
+    key: &'static str,
+    path: &Path,
+    bytes: Option<u64>,
+    sha256: &str,
+) -> Result<(), BundleError> {
     let io = |source| BundleError::Io {
         path: path.to_owned(),
         source,
@@ -631,10 +754,10 @@ fn check_file(key: &'static str, path: &Path, entry: &FileEntry) -> Result<(), B
         Err(e) => return Err(io(e)),
     };
     let actual_bytes = file.metadata().map_err(io)?.len();
-    if actual_bytes != entry.bytes {
+    if let Some(expected) = bytes.filter(|&b| b != actual_bytes) {
         return Err(BundleError::SizeMismatch {
             path: path.to_owned(),
-            expected: entry.bytes,
+            expected,
             actual: actual_bytes,
         });
     }
@@ -648,10 +771,10 @@ fn check_file(key: &'static str, path: &Path, entry: &FileEntry) -> Result<(), B
         hasher.update(&buf[..n]);
     }
     let actual = format!("{:x}", hasher.finalize());
-    if !actual.eq_ignore_ascii_case(&entry.sha256) {
+    if !actual.eq_ignore_ascii_case(sha256) {
         return Err(BundleError::HashMismatch {
             path: path.to_owned(),
-            expected: entry.sha256.clone(),
+            expected: sha256.to_owned(),
             actual,
         });
     }
@@ -741,6 +864,117 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_bundle(dir.path(), edit);
         Bundle::load(dir.path())
+    }
+
+    /// Adds a face detector (placeholder network and licence files) to a test bundle.
+    fn add_face_detector(dir: &Path, manifest: &mut Value) {
+        let spec =
+            |name: &str, shape: Value| json!({"name": name, "shape": shape, "dtype": "float32"});
+        let (network, licence) = ("placeholder network", "placeholder licence");
+        std::fs::write(dir.join("face_detector.onnx"), network).unwrap();
+        std::fs::write(dir.join("face_detector.LICENSE"), licence).unwrap();
+        manifest["files"]["face_detector"] = json!({
+            "path": "face_detector.onnx",
+            "sha256": format!("{:x}", Sha256::digest(network.as_bytes())),
+            "bytes": network.len(),
+            "opset": 11,
+            "precision": "fp32",
+            "inputs": [spec("input", json!([1, 3, 128, 128]))],
+            "outputs": [
+                spec("regressors", json!([1, 896, 16])),
+                spec("classificators", json!([1, 896, 1]))
+            ],
+            "source": "test",
+        });
+        manifest["face_detector"] = json!({
+            "kind": "blazeface-short-range",
+            "input_size": 128,
+            "input_range": [-1.0, 1.0],
+            "licence": {
+                "path": "face_detector.LICENSE",
+                "sha256": format!("{:x}", Sha256::digest(licence.as_bytes())),
+                "spdx": "Apache-2.0"
+            },
+            "provenance": {"package": "test"},
+        });
+    }
+
+    fn load_with_face_detector(
+        edit: impl FnOnce(&Path, &mut Value),
+    ) -> Result<Bundle, BundleError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = write_bundle(dir.path(), |_| {});
+        add_face_detector(dir.path(), &mut manifest);
+        edit(dir.path(), &mut manifest);
+        std::fs::write(dir.path().join(MANIFEST_FILE), manifest.to_string()).unwrap();
+        Bundle::load(dir.path())
+    }
+
+    #[test]
+    fn a_face_detector_loads_with_its_licence() {
+        let bundle = load_with_face_detector(|_, _| {}).expect("loads");
+        let (entry, spec) = bundle.face_detector().expect("has a face detector");
+        assert_eq!(entry.path, "face_detector.onnx");
+        assert_eq!(spec.licence.spdx, "Apache-2.0");
+        let without = load_with(|_| {}).expect("loads");
+        assert!(without.face_detector().is_none());
+    }
+
+    #[test]
+    fn a_face_detector_needs_both_its_file_and_its_block() {
+        let err = load_with_face_detector(|_, m| {
+            m.as_object_mut().unwrap().remove("face_detector");
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("manifest face_detector is missing"),
+            "{err}"
+        );
+        let err = load_with_face_detector(|_, m| {
+            m["files"].as_object_mut().unwrap().remove("face_detector");
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("files.face_detector is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn another_detector_kind_or_input_is_refused() {
+        for (field, value) in [
+            ("kind", json!("yolo-face")),
+            ("input_size", json!(192)),
+            ("input_range", json!([0.0, 1.0])),
+        ] {
+            let err =
+                load_with_face_detector(|_, m| m["face_detector"][field] = value).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("face_detector.{field}")),
+                "{field}: {err}"
+            );
+        }
+        let err = load_with_face_detector(|_, m| {
+            m["files"]["face_detector"]["outputs"][1]["shape"] = json!([1, 2304, 1]);
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("files.face_detector"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_or_missing_licence_is_refused() {
+        let err = load_with_face_detector(|dir, _| {
+            std::fs::write(dir.join("face_detector.LICENSE"), "another licence").unwrap();
+        })
+        .unwrap_err();
+        assert!(matches!(err, BundleError::HashMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("face_detector.LICENSE"), "{err}");
+        let err = load_with_face_detector(|dir, _| {
+            std::fs::remove_file(dir.join("face_detector.LICENSE")).unwrap();
+        })
+        .unwrap_err();
+        assert!(matches!(err, BundleError::MissingFile { .. }), "{err}");
     }
 
     #[test]

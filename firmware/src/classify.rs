@@ -574,6 +574,20 @@ mod tests {
         fn name(&self) -> &'static str {
             "fake"
         }
+        fn load_face_detector(
+            &self,
+            bundle: &crate::bundle::Bundle,
+        ) -> Result<
+            std::sync::Arc<dyn crate::backend::FaceDetectorNetwork>,
+            crate::backend::BackendError,
+        > {
+            // The classifier tests never detect faces.
+            Err(crate::backend::BackendError::Tract(
+                crate::error::BundleError::NoFaceDetector {
+                    dir: bundle.dir().to_owned(),
+                },
+            ))
+        }
         fn dims(&self) -> ModelDims {
             self.dims
         }

@@ -174,6 +174,8 @@ pub enum SourceKind {
     /// A Linux camera through V4L2 (caerd built with the cargo feature `v4l2`); see
     /// `[source.v4l2]`.
     V4l2,
+    /// The first video stream of a video file, decoded by FFmpeg; see `[source.video_file]`.
+    VideoFile,
 }
 
 /// Where frames come from.
@@ -198,6 +200,23 @@ pub struct SourceConfig {
     /// Settings of the `v4l2` camera source.
     #[serde(default)]
     pub v4l2: V4l2SourceConfig,
+    /// Settings of the `video_file` source (required when `kind = "video_file"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_file: Option<VideoFileSourceConfig>,
+}
+
+/// A video file, decoded by FFmpeg (`ffprobe` and `ffmpeg` child processes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoFileSourceConfig {
+    /// The video file. Required.
+    pub path: PathBuf,
+    /// The `ffmpeg` program.
+    #[serde(default = "default_ffmpeg")]
+    pub ffmpeg: PathBuf,
+    /// The `ffprobe` program.
+    #[serde(default = "default_ffprobe")]
+    pub ffprobe: PathBuf,
 }
 
 /// A V4L2 camera. Size, rate and format are requests: the camera's nearest offer is used
@@ -336,6 +355,8 @@ pub enum DetectorKind {
     Annotated,
     /// SeetaFace frontal detector on the CPU (built-in model); see `[detect.seeta]`.
     Seeta,
+    /// The bundle's BlazeFace network on the model's backend, tiled; see `[detect.blaze]`.
+    Blaze,
 }
 
 /// Face detection.
@@ -348,6 +369,46 @@ pub struct DetectConfig {
     /// Settings of the `seeta` detector.
     #[serde(default)]
     pub seeta: SeetaDetectConfig,
+    /// Settings of the `blaze` detector.
+    #[serde(default)]
+    pub blaze: BlazeDetectConfig,
+}
+
+/// BlazeFace settings (see [`crate::detect::blaze`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlazeDetectConfig {
+    /// Tile sides in frame pixels, 32 to 4096; faces of a sixth to a quarter of a tile are
+    /// found best.
+    #[serde(default = "default_blaze_tile_sizes")]
+    pub tile_sizes: Vec<u32>,
+    /// Score a face needs, between 0 and 1.
+    #[serde(default = "default_blaze_score_threshold")]
+    pub score_threshold: f32,
+    /// Overlap (IoU) above which the weaker of two boxes is dropped, (0, 1].
+    #[serde(default = "default_blaze_nms_iou")]
+    pub nms_iou: f32,
+}
+
+impl Default for BlazeDetectConfig {
+    fn default() -> Self {
+        BlazeDetectConfig {
+            tile_sizes: default_blaze_tile_sizes(),
+            score_threshold: default_blaze_score_threshold(),
+            nms_iou: default_blaze_nms_iou(),
+        }
+    }
+}
+
+impl BlazeDetectConfig {
+    /// The detector's settings.
+    pub fn to_detector_config(&self) -> crate::detect::BlazeConfig {
+        crate::detect::BlazeConfig {
+            tile_sizes: self.tile_sizes.clone(),
+            score_threshold: self.score_threshold,
+            nms_iou: self.nms_iou,
+        }
+    }
 }
 
 /// SeetaFace settings.
@@ -693,6 +754,26 @@ pub const fn default_seeta_pyramid_scale_factor() -> f32 {
 /// Default of `detect.seeta.window_step`.
 pub const fn default_seeta_window_step() -> u32 {
     4
+}
+/// Default of `source.video_file.ffmpeg`.
+pub fn default_ffmpeg() -> PathBuf {
+    crate::source::video_file::FfmpegTools::default().ffmpeg
+}
+/// Default of `source.video_file.ffprobe`.
+pub fn default_ffprobe() -> PathBuf {
+    crate::source::video_file::FfmpegTools::default().ffprobe
+}
+/// Default of `detect.blaze.tile_sizes`.
+pub fn default_blaze_tile_sizes() -> Vec<u32> {
+    crate::detect::BlazeConfig::default().tile_sizes
+}
+/// Default of `detect.blaze.score_threshold`.
+pub fn default_blaze_score_threshold() -> f32 {
+    crate::detect::BlazeConfig::default().score_threshold
+}
+/// Default of `detect.blaze.nms_iou`.
+pub fn default_blaze_nms_iou() -> f32 {
+    crate::detect::BlazeConfig::default().nms_iou
 }
 /// Default of `track.iou_threshold`.
 pub const fn default_track_iou_threshold() -> f32 {
@@ -1086,6 +1167,19 @@ impl DaemonConfig {
                     fd.annotations.is_some()
                 }
             },
+            SourceKind::VideoFile => {
+                match &s.video_file {
+                    None => v.push(
+                        "source.video_file",
+                        "is required when source.kind is \"video_file\"",
+                    ),
+                    Some(vf) if vf.path.as_os_str().is_empty() => {
+                        v.push("source.video_file.path", "must not be empty");
+                    }
+                    Some(_) => {}
+                }
+                false
+            }
             SourceKind::V4l2 => {
                 if !cfg!(feature = "v4l2") {
                     v.push(
@@ -1160,7 +1254,29 @@ impl DaemonConfig {
             v.push(
                 "detect.kind",
                 "\"annotated\" needs a source with known face boxes (generated, or frame_dir \
-                 with annotations); use \"seeta\" for real frames",
+                 with annotations); use \"blaze\" or \"seeta\" for real frames",
+            );
+        }
+        let b = &self.detect.blaze;
+        if b.tile_sizes.is_empty() || b.tile_sizes.iter().any(|t| !(32..=4096).contains(t)) {
+            v.push(
+                "detect.blaze.tile_sizes",
+                format!(
+                    "is {:?}; it must list at least one size, each from 32 to 4096",
+                    b.tile_sizes
+                ),
+            );
+        }
+        if !(b.score_threshold > 0.0 && b.score_threshold < 1.0) {
+            v.push(
+                "detect.blaze.score_threshold",
+                format!("is {}; it must be between 0 and 1", b.score_threshold),
+            );
+        }
+        if !(b.nms_iou > 0.0 && b.nms_iou <= 1.0) {
+            v.push(
+                "detect.blaze.nms_iou",
+                format!("is {}; it must be in (0, 1]", b.nms_iou),
             );
         }
         let d = &self.detect.seeta;
@@ -1472,6 +1588,7 @@ impl DaemonConfig {
                 },
                 frame_dir: None,
                 v4l2: V4l2SourceConfig::default(),
+                video_file: None,
             },
             detect: DetectConfig::default(),
             track: TrackConfig::default(),
@@ -1646,6 +1763,11 @@ mod tests {
         full.source.frame_dir = Some(FrameDirSourceConfig {
             path: "/f".into(),
             annotations: Some("/a".into()),
+        });
+        full.source.video_file = Some(VideoFileSourceConfig {
+            path: "/v.mp4".into(),
+            ffmpeg: default_ffmpeg(),
+            ffprobe: default_ffprobe(),
         });
         full.model.threads = NonZeroUsize::new(1);
         full.model.calibration = Some("/c".into());

@@ -57,7 +57,7 @@ use crate::config::{
     ConfigIssue, DaemonConfig, DetectorKind, SourceConfig, SourceKind, ValidatedConfig,
 };
 use crate::crop::{ContextBoxes, ContextConfig};
-use crate::detect::{AnnotatedDetector, FaceDetector, SeetaConfig, SeetaDetector};
+use crate::detect::{AnnotatedDetector, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use crate::error::ClassifyError;
 use crate::fleet::{
     self, BackendStatus, CmdAck, Command, ConfigAck, ControlRequest, LatencyFigures, ModelInfo,
@@ -72,6 +72,7 @@ use crate::publish::{
 use crate::schedule::{FrameQueue, Popped, SamplerConfig, TrackSampler};
 use crate::source::frame_dir::FrameDirSource;
 use crate::source::generated::{GeneratedConfig, GeneratedSource};
+use crate::source::video_file::{FfmpegTools, VideoFileSource};
 use crate::source::{FrameSource, SourceError};
 use crate::track::{Tracker, TrackerConfig};
 
@@ -191,6 +192,9 @@ pub enum BuildError {
     /// The face detector cannot be built.
     #[error("detector: {0}")]
     Detector(#[from] crate::detect::DetectError),
+    /// The backend cannot load the bundle's face detector network.
+    #[error("detect.kind = \"blaze\": {0}")]
+    DetectorNetwork(#[from] crate::backend::BackendError),
     /// A tracker, sampler or context setting is out of range.
     #[error("{0}")]
     Setting(String),
@@ -375,6 +379,21 @@ fn open_source(s: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
                 None => source,
             })
         }
+        SourceKind::VideoFile => {
+            // Validation requires source.video_file with this kind.
+            let Some(vf) = &s.video_file else {
+                return Err(SourceError::Config {
+                    source_kind: "video_file",
+                    field: "source.video_file",
+                    reason: "is missing",
+                });
+            };
+            let tools = FfmpegTools {
+                ffmpeg: vf.ffmpeg.clone(),
+                ffprobe: vf.ffprobe.clone(),
+            };
+            Box::new(VideoFileSource::open(&vf.path, &tools)?)
+        }
         SourceKind::V4l2 => open_camera(&s.v4l2)?,
     })
 }
@@ -388,18 +407,6 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
     let source = match c.privacy {
         None => Some(open_source()?),
         Some(_) => None,
-    };
-    let detector: Box<dyn FaceDetector> = match c.detect.kind {
-        DetectorKind::Annotated => Box::new(AnnotatedDetector),
-        DetectorKind::Seeta => {
-            let s = &c.detect.seeta;
-            Box::new(SeetaDetector::new(SeetaConfig {
-                min_face_size: s.min_face_size,
-                score_threshold: s.score_threshold,
-                pyramid_scale_factor: s.pyramid_scale_factor,
-                window_step: s.window_step,
-            })?)
-        }
     };
     let max_tracks = c.track.max_tracks;
     let tracker = TrackerConfig {
@@ -423,12 +430,9 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
     .map_err(setting_error)?;
 
     let profile = c.policy.profile;
-    let (model, model_info, backend, coarse) = if profile.runs_model() {
+    // The bundle and backend serve the classifier and the BlazeFace detector.
+    let loaded = if profile.runs_model() || c.detect.kind == DetectorKind::Blaze {
         let bundle = Bundle::load(&c.model.bundle)?;
-        let calibration = match &c.model.calibration {
-            Some(path) => Some(Calibration::load(path, &bundle)?),
-            None => None,
-        };
         let defaults = SelectOptions::default();
         let options = SelectOptions {
             threads: c.model.threads.unwrap_or(defaults.threads),
@@ -439,35 +443,65 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
             ..defaults
         };
         let selected = select(c.model.backend, &bundle, &options)?;
-        let status = BackendStatus {
-            name: selected.backend.name(),
-            reason: selected.reason,
-        };
-        let backend = selected.backend;
-        let streaming = StreamingConfig {
-            stride: c.sampling.window_stride,
-            max_tracks,
-            face_margin: bundle.face_margin(),
-            ..StreamingConfig::default()
-        };
-        // Check the settings against the model now rather than in the thread.
-        StreamingClassifier::new(backend.clone(), &streaming)?;
-        let info = ModelInfo {
-            id: bundle.manifest().model_id.clone(),
-            sha256: bundle_hash(&bundle),
-            calibration_version: calibration.as_ref().map(|c| c.version.clone()),
-        };
-        let model = ModelParts {
-            backend,
-            streaming,
-            calibration,
-        };
-        (Some(model), Some(info), Some(status), *bundle.coarse())
+        Some((bundle, selected))
     } else {
-        let mut coarse = [CoarseLabel::Engaged; crate::bundle::NUM_CLASSES];
-        coarse[crate::bundle::NUM_CLASSES - 1] = CoarseLabel::Distracted;
-        (None, None, None, coarse)
+        None
     };
+    let detector: Box<dyn FaceDetector> = match c.detect.kind {
+        DetectorKind::Annotated => Box::new(AnnotatedDetector),
+        DetectorKind::Seeta => {
+            let s = &c.detect.seeta;
+            Box::new(SeetaDetector::new(SeetaConfig {
+                min_face_size: s.min_face_size,
+                score_threshold: s.score_threshold,
+                pyramid_scale_factor: s.pyramid_scale_factor,
+                window_step: s.window_step,
+            })?)
+        }
+        DetectorKind::Blaze => {
+            let (bundle, selected) = loaded.as_ref().expect("loaded for the blaze detector");
+            let network = selected.backend.load_face_detector(bundle)?;
+            Box::new(BlazeDetector::new(
+                network,
+                c.detect.blaze.to_detector_config(),
+            )?)
+        }
+    };
+    let (model, model_info, backend, coarse) =
+        if let Some((bundle, selected)) = loaded.filter(|_| profile.runs_model()) {
+            let calibration = match &c.model.calibration {
+                Some(path) => Some(Calibration::load(path, &bundle)?),
+                None => None,
+            };
+            let status = BackendStatus {
+                name: selected.backend.name(),
+                reason: selected.reason,
+            };
+            let backend = selected.backend;
+            let streaming = StreamingConfig {
+                stride: c.sampling.window_stride,
+                max_tracks,
+                face_margin: bundle.face_margin(),
+                ..StreamingConfig::default()
+            };
+            // Check the settings against the model now rather than in the thread.
+            StreamingClassifier::new(backend.clone(), &streaming)?;
+            let info = ModelInfo {
+                id: bundle.manifest().model_id.clone(),
+                sha256: bundle_hash(&bundle),
+                calibration_version: calibration.as_ref().map(|c| c.version.clone()),
+            };
+            let model = ModelParts {
+                backend,
+                streaming,
+                calibration,
+            };
+            (Some(model), Some(info), Some(status), *bundle.coarse())
+        } else {
+            let mut coarse = [CoarseLabel::Engaged; crate::bundle::NUM_CLASSES];
+            coarse[crate::bundle::NUM_CLASSES - 1] = CoarseLabel::Distracted;
+            (None, None, None, coarse)
+        };
     let aggregator = AggregatorSettings {
         profile,
         min_group_size: c.policy.min_group_size.get(),

@@ -75,6 +75,26 @@ pub enum BundleError {
         /// The value implemented here (as JSON).
         expected: String,
     },
+    /// The face detector block is incomplete or describes a network this firmware lacks.
+    #[error("manifest {field} is {found}; expected {expected}")]
+    FaceDetector {
+        /// The field, e.g. `face_detector.kind`.
+        field: &'static str,
+        /// The value in the manifest.
+        found: String,
+        /// What this firmware accepts.
+        expected: String,
+    },
+    /// A face detector was asked of a bundle that has none.
+    #[error(
+        "the bundle in {} has no face detector (files.face_detector); export it with a \
+         current caer_export, or set detect.kind = \"seeta\"",
+        dir.display()
+    )]
+    NoFaceDetector {
+        /// The bundle directory.
+        dir: PathBuf,
+    },
     /// A file's path escapes the bundle directory (absolute, or with `..`).
     #[error("manifest files.{key}.path {path:?} must be a plain relative path inside the bundle")]
     UnsafePath {

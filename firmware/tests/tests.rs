@@ -1,5 +1,6 @@
 //! The firmware's integration tests, one binary (modules below).
 
 mod backends;
+mod detect;
 mod golden;
 mod parity;

@@ -1,4 +1,4 @@
-"""Command line: `python -m caer_export {export,fixture,random-checkpoint,calibration-crops,train,bench-ort} --help`."""
+"""Command line: `python -m caer_export {export,fixture,fetch-detector,random-checkpoint,calibration-crops,train,bench-ort} --help`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,12 @@ def cmd_fixture(args: argparse.Namespace) -> None:
     print(f"wrote the tiny fixture bundle and goldens to {args.out}")
 
 
+def cmd_fetch_detector(args: argparse.Namespace) -> None:
+    from .detector import fetch_wheel
+
+    print(f"face detector source: {fetch_wheel(args.cache)} (sha256 checked)")
+
+
 def cmd_random_checkpoint(args: argparse.Namespace) -> None:
     from .checkpoint import save_checkpoint
     from .model import ClipCaer, ModelDims
@@ -94,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fixture", help="write the tiny test bundle and parity goldens")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests" / "golden")
     p.set_defaults(run=cmd_fixture)
+
+    p = sub.add_parser("fetch-detector", help="download the face detector's pinned source wheel into the cache (hash-checked)")
+    p.add_argument("--cache", type=Path, default=None, help="cache directory (default: $CAER_CACHE or /opt/caer/cache)")
+    p.set_defaults(run=cmd_fetch_detector)
 
     p = sub.add_parser("random-checkpoint", help="write a checkpoint in the official format with seeded random weights")
     p.add_argument("--out", type=Path, required=True)

@@ -4,7 +4,8 @@ The checks run at export time and fail the export loudly (`ExportCheckError`):
 - fp32: ONNX Runtime (encoder then head) vs the PyTorch forward on the same clip,
   max abs logit difference <= 1e-4;
 - int8 (static QDQ and dynamic): cosine of image embeddings vs fp32 PyTorch >= 0.99 on every
-  calibration crop.
+  calibration crop;
+- the face detector (see detector.py): ONNX Runtime vs the TFLite interpreter.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from . import __version__
+from . import __version__, detector
 from .checkpoint import sha256_file
 from .model import CLASS_NAMES, COARSE, LOGIT_SCALE, ClipCaer, TemporalHead
 from .preprocess import FACE_MARGIN
@@ -53,6 +54,7 @@ class ExportReport:
 
     fp32_max_logit_diff: float = 0.0
     int8_min_cosine: dict[str, float] = field(default_factory=dict)
+    face_detector: dict = field(default_factory=dict)  # the manifest's `face_detector` block
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -199,6 +201,20 @@ def _io(model_path: Path) -> tuple[list[dict], list[dict]]:
     return describe(graph.input), describe(graph.output)
 
 
+def _file_entry(out: Path, name: str, opset: int, precision: str, source: str) -> dict:
+    inputs, outputs = _io(out / name)
+    return {
+        "path": name,
+        "sha256": sha256_file(out / name),
+        "bytes": (out / name).stat().st_size,
+        "opset": opset,
+        "precision": precision,
+        "inputs": inputs,
+        "outputs": outputs,
+        "source": source,
+    }
+
+
 def write_manifest(model: ClipCaer, out: Path, model_id: str, source: dict, report: ExportReport) -> dict:
     d = model.dims
     files = {}
@@ -208,18 +224,14 @@ def write_manifest(model: ClipCaer, out: Path, model_id: str, source: dict, repo
         ("image_encoder_int8_dynamic", ENCODER_DYNAMIC, "int8-dynamic"),
         ("temporal_head", HEAD, "fp32"),
     ):
-        inputs, outputs = _io(out / name)
-        files[key] = {
-            "path": name,
-            "sha256": sha256_file(out / name),
-            "bytes": (out / name).stat().st_size,
-            "opset": OPSET,
-            "precision": precision,
-            "inputs": inputs,
-            "outputs": outputs,
-            "source": f"exported from {source['checkpoint']} by caer_export {__version__}"
+        files[key] = _file_entry(
+            out, name, OPSET, precision,
+            f"exported from {source['checkpoint']} by caer_export {__version__}"
             + ("" if precision == "fp32" else ", quantized by onnxruntime on the calibration crops"),
-        }
+        )
+    # The detector keeps the opset that tflite2onnx wrote.
+    detector_opset = {o.domain: o.version for o in onnx.load(str(out / detector.ONNX_FILE)).opset_import}[""]
+    files["face_detector"] = _file_entry(out, detector.ONNX_FILE, detector_opset, "fp32", detector.SOURCE)
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "model_id": model_id,
@@ -241,6 +253,7 @@ def write_manifest(model: ClipCaer, out: Path, model_id: str, source: dict, repo
             "resampler": "pillow-bilinear",
         },
         "files": files,
+        "face_detector": report.face_detector,
         "self_check": self_check(model),
         "checks": {
             "fp32_max_logit_diff": report.fp32_max_logit_diff,
@@ -252,8 +265,11 @@ def write_manifest(model: ClipCaer, out: Path, model_id: str, source: dict, repo
     return manifest
 
 
-def export_bundle(model: ClipCaer, out: Path, crops: np.ndarray, model_id: str, source: dict) -> ExportReport:
-    """Every file of the bundle, checked; raises ExportCheckError on a failed check."""
+def export_bundle(model: ClipCaer, out: Path, crops: np.ndarray, model_id: str, source: dict,
+                  cache_dir: Path | None = None) -> ExportReport:
+    """Every file of the bundle, checked; raises ExportCheckError (or the detector's errors) on a
+    failed check. The detector's source wheel comes from `cache_dir` (default: $CAER_CACHE or
+    /opt/caer/cache), downloaded there when missing."""
     import time
 
     out = Path(out)
@@ -267,6 +283,9 @@ def export_bundle(model: ClipCaer, out: Path, crops: np.ndarray, model_id: str, 
     quantize(out, crops.astype(np.float32))
     report.seconds["quantize"] = time.perf_counter() - t
     report.int8_min_cosine = check_int8(model, out, crops.astype(np.float32))
+    t = time.perf_counter()
+    report.face_detector = detector.export_face_detector(detector.fetch_wheel(cache_dir), out)
+    report.seconds["face_detector"] = time.perf_counter() - t
     source = {
         **source,
         "exporter": f"caer_export {__version__}",

@@ -260,3 +260,83 @@ fn coarse_and_presence_profiles_publish_only_what_they_allow() {
         }
     }
 }
+
+/// A recording of the group photograph (29 faces; `firmware/testdata/faces/solvay.jpg`) →
+/// caerd with the video file source and the bundle's BlazeFace detector → the subscriber:
+/// the presence profile counts the faces the video shows (frames through FFmpeg's pipe,
+/// the detector network on the model's backend).
+#[test]
+fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
+    let schemas = Schemas::load();
+    let broker = Broker::start();
+    let subscriber = Subscriber::connect(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let photo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../firmware/testdata/faces/solvay.jpg");
+    let video = dir.path().join("lesson.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-framerate",
+            "10",
+            "-i",
+        ])
+        .arg(&photo)
+        .args(["-frames:v", "24", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg runs (apt install ffmpeg)");
+    assert!(made.success());
+    let source = format!(
+        "[source]\nkind = \"video_file\"\nfps = 10.0\n[source.video_file]\npath = \"{}\"",
+        video.display()
+    );
+    // One interval for the whole video (caerd records it when the file ends), every frame
+    // sampled: each face gets the 16 samples that presence counts.
+    let extra = "[detect]\nkind = \"blaze\"\n\n[sampling]\nrate_hz = 10.0\nwindow_stride = 4\nqueue_frames = 64\n\n\
+                 [policy]\nprofile = \"presence\"\n\n[report]\ninterval_secs = 600\nstats_interval_secs = 1\n";
+    let config = dir.path().join("caerd.toml");
+    std::fs::write(
+        &config,
+        config_toml(
+            &dir.path().join("state"),
+            Some(&broker.url()),
+            &source,
+            extra,
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+    let status = daemon.wait(Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "caerd failed: {status}\n{}",
+        daemon.stderr()
+    );
+    let recorded = daemon.recorded_seqs();
+    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
+        engagement_seqs(m).0 == recorded
+    });
+    let mut most = 0;
+    for m in messages.iter().filter(|m| m.topic.ends_with("/engagement")) {
+        let r = m.json();
+        schemas.check(&r);
+        if let Some(n) = r["students"].as_u64() {
+            most = most.max(n);
+        }
+    }
+    // The detector finds 27 of the 29 faces with no false positive on the photograph.
+    if !(27..=29).contains(&most) {
+        for m in &messages {
+            eprintln!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
+        }
+        eprintln!("{}", daemon.stderr());
+    }
+    println!("video e2e: at most {most} students in an interval");
+    assert!((27..=29).contains(&most), "students counted: {most}");
+}

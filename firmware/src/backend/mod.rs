@@ -16,10 +16,12 @@ pub mod select;
 pub mod tensorrt;
 pub mod tract;
 
-use crate::bundle::ModelDims;
+use std::sync::Arc;
+
+use crate::bundle::{Bundle, ModelDims};
 use crate::error::InferenceError;
 
-pub use self::select::{select, BackendChoice, SelectError, SelectOptions, Selected};
+pub use self::select::{select, BackendChoice, BackendError, SelectError, SelectOptions, Selected};
 pub use self::tract::{TractBackend, TractOptions};
 
 /// Where ONNX Runtime would keep its cache: a path that can never be created.
@@ -63,6 +65,50 @@ pub trait InferenceBackend: Send + Sync {
         batch: usize,
         logits: &mut [f32],
     ) -> Result<(), InferenceError>;
+
+    /// Loads the bundle's face detector network on this backend's runtime (the same
+    /// threads, and the GPU where the encoder runs on one). Slow-ish: call once.
+    fn load_face_detector(
+        &self,
+        bundle: &Bundle,
+    ) -> Result<Arc<dyn FaceDetectorNetwork>, BackendError>;
+}
+
+/// Runs a bundle's face detector network ([`crate::detect::blaze`]) on one image per call.
+pub trait FaceDetectorNetwork: Send + Sync + std::fmt::Debug {
+    /// The backend's name, e.g. `tract`.
+    fn name(&self) -> &'static str;
+
+    /// `image` is `[1, 3, 128, 128]` in `[-1, 1]`; `regressors` receives `[896, 16]` and
+    /// `logits` `[896]` (scores before the sigmoid).
+    fn run(
+        &self,
+        image: &[f32],
+        regressors: &mut [f32],
+        logits: &mut [f32],
+    ) -> Result<(), InferenceError>;
+}
+
+/// Checks the buffers of one [`FaceDetectorNetwork::run`] call.
+pub(crate) fn check_detector_buffers(
+    image: &[f32],
+    regressors: &[f32],
+    logits: &[f32],
+) -> Result<(), InferenceError> {
+    use crate::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
+    check_len(
+        "detector image",
+        image.len(),
+        1,
+        3 * INPUT_SIZE * INPUT_SIZE,
+    )?;
+    check_len(
+        "detector regressor",
+        regressors.len(),
+        1,
+        NUM_ANCHORS * REGRESSOR_LEN,
+    )?;
+    check_len("detector logit", logits.len(), 1, NUM_ANCHORS)
 }
 
 /// Checks that a buffer has the length that `batch` items of `per_item` floats need.

@@ -39,8 +39,13 @@ use ort::ep::ExecutionProviderDispatch;
 use ort::session::{Session, SessionOutputs};
 use ort::value::{TensorRef, ValueType};
 
-use crate::backend::{check_len, InferenceBackend};
+use std::sync::Arc;
+
+use crate::backend::{
+    check_detector_buffers, check_len, BackendError, FaceDetectorNetwork, InferenceBackend,
+};
 use crate::bundle::{Bundle, FileEntry, ModelDims, ModelTensor};
+use crate::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
 use crate::error::{BundleError, InferenceError};
 
 #[cfg(feature = "tensorrt")]
@@ -257,6 +262,12 @@ pub struct OrtBackend {
     head: Model,
     /// Largest batch per encoder call (the TensorRT profile's `max`); none: any.
     max_batch: Option<usize>,
+    /// For the face detector loaded later.
+    environment: Environment,
+    threads: usize,
+    /// Whether the encoder runs on the GPU (the face detector then runs on CUDA).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    on_gpu: bool,
 }
 
 impl OrtBackend {
@@ -315,12 +326,16 @@ impl OrtBackend {
             head_providers,
         )?;
         tracing::info!(backend = name, threads, encoder = %encoder.path.display(), "ONNX Runtime backend ready");
+        let on_gpu = !matches!(options.mode, OrtMode::Cpu | OrtMode::CpuInt8);
         Ok(OrtBackend {
             name,
             dims: bundle.dims(),
             encoder,
             head,
             max_batch,
+            environment,
+            threads,
+            on_gpu,
         })
     }
 }
@@ -487,6 +502,31 @@ impl InferenceBackend for OrtBackend {
         self.name
     }
 
+    fn load_face_detector(
+        &self,
+        bundle: &Bundle,
+    ) -> Result<Arc<dyn FaceDetectorNetwork>, BackendError> {
+        let (entry, _) = bundle.face_detector().ok_or_else(|| {
+            OrtError::Model(BundleError::NoFaceDetector {
+                dir: bundle.dir().to_owned(),
+            })
+        })?;
+        // The network is small and fixed-size: CUDA serves it without a TensorRT engine.
+        #[cfg(feature = "cuda")]
+        let providers = if self.on_gpu {
+            vec![cuda()]
+        } else {
+            Vec::new()
+        };
+        #[cfg(not(feature = "cuda"))]
+        let providers = Vec::new();
+        let model = load_model(&self.environment, bundle, entry, self.threads, providers)?;
+        Ok(Arc::new(OrtFaceDetector {
+            name: self.name,
+            model,
+        }))
+    }
+
     fn dims(&self) -> ModelDims {
         self.dims
     }
@@ -532,5 +572,57 @@ impl InferenceBackend for OrtBackend {
             .run(ort::inputs![face, context])
             .map_err(self.runtime_error(MODEL))?;
         self.copy_output(&outputs, MODEL, [batch, d.num_classes], logits)
+    }
+}
+
+/// The bundle's face detector network as an ONNX Runtime session (outputs `regressors` then
+/// `classificators`, checked at load).
+#[derive(Debug)]
+struct OrtFaceDetector {
+    name: &'static str,
+    model: Model,
+}
+
+impl FaceDetectorNetwork for OrtFaceDetector {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn run(
+        &self,
+        image: &[f32],
+        regressors: &mut [f32],
+        logits: &mut [f32],
+    ) -> Result<(), InferenceError> {
+        const MODEL: &str = "face detector";
+        check_detector_buffers(image, regressors, logits)?;
+        let runtime = |e: ort::Error| InferenceError::Runtime {
+            backend: self.name,
+            model: MODEL,
+            message: e.to_string(),
+        };
+        let input =
+            TensorRef::from_array_view(([1, 3, INPUT_SIZE, INPUT_SIZE], image)).map_err(runtime)?;
+        let mut session = self.model.lock();
+        let outputs = session.run(ort::inputs![input]).map_err(runtime)?;
+        for (i, (out, width)) in [(regressors, REGRESSOR_LEN), (logits, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let (shape, data) = outputs[i].try_extract_tensor::<f32>().map_err(runtime)?;
+            let found: Vec<usize> = shape
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+                .collect();
+            if found != [1, NUM_ANCHORS, width] {
+                return Err(InferenceError::OutputShape {
+                    model: MODEL,
+                    expected: vec![1, NUM_ANCHORS, width],
+                    found,
+                });
+            }
+            out.copy_from_slice(data);
+        }
+        Ok(())
     }
 }

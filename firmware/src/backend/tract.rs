@@ -21,8 +21,11 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use crate::backend::{check_len, InferenceBackend};
+use crate::backend::{
+    check_detector_buffers, check_len, BackendError, FaceDetectorNetwork, InferenceBackend,
+};
 use crate::bundle::{Bundle, FileEntry, ModelDims, ModelTensor};
+use crate::detect::blaze::{NUM_ANCHORS, REGRESSOR_LEN};
 use crate::error::{BundleError, InferenceError};
 
 const NAME: &str = "tract";
@@ -48,6 +51,8 @@ pub struct TractBackend {
     encoder: Arc<TypedSimplePlan>,
     /// Inputs `face_features` then `context_features` (checked at load).
     head: Arc<TypedSimplePlan>,
+    /// The thread pool, for the face detector loaded later.
+    run_options: RunOptions,
 }
 
 impl TractBackend {
@@ -66,6 +71,7 @@ impl TractBackend {
             dims: bundle.dims(),
             encoder,
             head,
+            run_options,
         })
     }
 }
@@ -179,6 +185,20 @@ impl InferenceBackend for TractBackend {
         )
     }
 
+    fn load_face_detector(
+        &self,
+        bundle: &Bundle,
+    ) -> Result<Arc<dyn FaceDetectorNetwork>, BackendError> {
+        let (entry, _) = bundle
+            .face_detector()
+            .ok_or_else(|| BundleError::NoFaceDetector {
+                dir: bundle.dir().to_owned(),
+            })
+            .map_err(BackendError::Tract)?;
+        let plan = load_plan(bundle, entry, &self.run_options).map_err(BackendError::Tract)?;
+        Ok(Arc::new(TractFaceDetector { plan }))
+    }
+
     fn run_head(
         &self,
         face: &[f32],
@@ -202,6 +222,53 @@ impl InferenceBackend for TractBackend {
             [batch, d.num_classes],
             logits,
         )
+    }
+}
+
+/// The bundle's face detector network, optimised by tract (outputs `regressors` then
+/// `classificators`, checked at load).
+#[derive(Debug)]
+struct TractFaceDetector {
+    plan: Arc<TypedSimplePlan>,
+}
+
+impl FaceDetectorNetwork for TractFaceDetector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(
+        &self,
+        image: &[f32],
+        regressors: &mut [f32],
+        logits: &mut [f32],
+    ) -> Result<(), InferenceError> {
+        const MODEL: &str = "face detector";
+        check_detector_buffers(image, regressors, logits)?;
+        let runtime = |e: TractError| InferenceError::Runtime {
+            backend: NAME,
+            model: MODEL,
+            message: format!("{e:#}"),
+        };
+        let size = crate::detect::blaze::INPUT_SIZE;
+        let input = tensor_from(&[1, 3, size, size], image, MODEL)?;
+        let outputs = self.plan.run(tvec![input]).map_err(runtime)?;
+        for (output, (out, width)) in outputs
+            .iter()
+            .zip([(regressors, REGRESSOR_LEN), (logits, 1)])
+        {
+            let expected = [1, NUM_ANCHORS, width];
+            if output.shape() != expected {
+                return Err(InferenceError::OutputShape {
+                    model: MODEL,
+                    expected: expected.to_vec(),
+                    found: output.shape().to_vec(),
+                });
+            }
+            let view = output.try_as_plain_ram().map_err(runtime)?;
+            out.copy_from_slice(view.as_slice::<f32>().map_err(runtime)?);
+        }
+        Ok(())
     }
 }
 

@@ -1,8 +1,14 @@
-//! `caer-detect`: prints the faces the SeetaFace detector finds in image files, as JSON.
+//! `caer-detect`: prints the faces a face detector finds in image files, as JSON.
 //!
 //! ```text
-//! caer-detect [--min-face-size 20] [--score-threshold 2.0] [--model FILE] [--format lines|boxes] IMAGE...
+//! caer-detect [--detector blaze|seeta] [--bundle DIR] [--backend auto] [--tile-size N]...
+//!             [--score-threshold X] [--min-face-size 20] [--model FILE]
+//!             [--format lines|boxes] IMAGE...
 //! ```
+//!
+//! `blaze` (default) runs the bundle's BlazeFace network on the bundle's inference backend,
+//! chosen as `caerd` chooses it (the choice and its self-check are reported on stderr);
+//! `seeta` runs SeetaFace with its built-in model (or `--model`) and needs no bundle.
 //!
 //! `--format lines` (default) prints one JSON object per image:
 //! `{"image": "a.jpg", "width": 640, "height": 480, "faces": [{"bbox": [l, t, r, b], "score": 7.5}]}`.
@@ -18,7 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use caer::detect::{FaceDetector, SeetaConfig, SeetaDetector};
+use caer::backend::{select, BackendChoice, SelectOptions};
+use caer::bundle::Bundle;
+use caer::config::default_model_bundle;
+use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use caer::frame::Frame;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
@@ -31,17 +40,37 @@ enum Format {
     Boxes,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Detector {
+    /// The bundle's BlazeFace network, tiled.
+    Blaze,
+    /// SeetaFace (built-in model, CPU).
+    Seeta,
+}
+
 /// Prints the faces found in image files as JSON.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Smallest face to find, in pixels (at least 20).
+    /// Which detector.
+    #[arg(long, value_enum, default_value_t = Detector::Blaze)]
+    detector: Detector,
+    /// The model bundle holding the face detector network (blaze).
+    #[arg(long, default_value_os_t = default_model_bundle())]
+    bundle: PathBuf,
+    /// The inference backend (blaze): auto, tensorrt, cuda, ort-cpu, ort-cpu-int8, tract.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Tile side in image pixels (blaze; repeat for several; default 224, 448, 896).
+    #[arg(long = "tile-size")]
+    tile_sizes: Vec<u32>,
+    /// Score a face needs (blaze: 0 to 1, default 0.6; seeta: above 0, default 2.0).
+    #[arg(long)]
+    score_threshold: Option<f64>,
+    /// Smallest face to find, in pixels, at least 20 (seeta).
     #[arg(long, default_value_t = SeetaConfig::default().min_face_size)]
     min_face_size: u32,
-    /// Score a face needs (above 0; higher: fewer false faces, fewer faces).
-    #[arg(long, default_value_t = SeetaConfig::default().score_threshold)]
-    score_threshold: f64,
-    /// A SeetaFace detection model file instead of the built-in one.
+    /// A SeetaFace detection model file instead of the built-in one (seeta).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Output format.
@@ -66,7 +95,7 @@ struct ImageFaces<'a> {
     faces: Vec<Face>,
 }
 
-fn detect(detector: &mut SeetaDetector, path: &Path) -> anyhow::Result<(Frame, Vec<Face>)> {
+fn detect(detector: &mut dyn FaceDetector, path: &Path) -> anyhow::Result<(Frame, Vec<Face>)> {
     let image =
         image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
     let frame = Frame::new(image.to_rgb8(), 0);
@@ -82,23 +111,56 @@ fn detect(detector: &mut SeetaDetector, path: &Path) -> anyhow::Result<(Frame, V
     Ok((frame, faces))
 }
 
+/// The detector the arguments ask for.
+fn build_detector(args: &Args) -> anyhow::Result<Box<dyn FaceDetector>> {
+    Ok(match args.detector {
+        Detector::Seeta => {
+            let config = SeetaConfig {
+                min_face_size: args.min_face_size,
+                score_threshold: args
+                    .score_threshold
+                    .unwrap_or(SeetaConfig::default().score_threshold),
+                ..SeetaConfig::default()
+            };
+            Box::new(match &args.model {
+                Some(path) => SeetaDetector::from_model_file(path, config)?,
+                None => SeetaDetector::new(config)?,
+            })
+        }
+        Detector::Blaze => {
+            let bundle = Bundle::load(&args.bundle)?;
+            let selected = select(args.backend, &bundle, &SelectOptions::default())?;
+            // Which runtime runs the network, and its self-check, for the operator.
+            eprintln!(
+                "caer-detect: backend {}: {}",
+                selected.name, selected.reason
+            );
+            let network = selected.backend.load_face_detector(&bundle)?;
+            let defaults = BlazeConfig::default();
+            let config = BlazeConfig {
+                tile_sizes: if args.tile_sizes.is_empty() {
+                    defaults.tile_sizes
+                } else {
+                    args.tile_sizes.clone()
+                },
+                score_threshold: args
+                    .score_threshold
+                    .map_or(defaults.score_threshold, |s| s as f32),
+                ..defaults
+            };
+            Box::new(BlazeDetector::new(network, config)?)
+        }
+    })
+}
+
 fn run(args: &Args) -> anyhow::Result<bool> {
-    let config = SeetaConfig {
-        min_face_size: args.min_face_size,
-        score_threshold: args.score_threshold,
-        ..SeetaConfig::default()
-    };
-    let mut detector = match &args.model {
-        Some(path) => SeetaDetector::from_model_file(path, config),
-        None => SeetaDetector::new(config),
-    }
-    .context("cannot set up the face detector")?;
+    let mut detector = build_detector(args).context("cannot set up the face detector")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut all_ok = true;
     let mut boxes: BTreeMap<String, Vec<[f32; 4]>> = BTreeMap::new();
     for path in &args.images {
-        let (frame, faces) = match detect(&mut detector, path) {
+        let (frame, faces) = match detect(detector.as_mut(), path) {
             Ok(found) => found,
             Err(e) => {
                 eprintln!("caer-detect: {e:#}");
@@ -145,6 +207,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
+    caer::backend::isolate_runtime_cache();
     let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,

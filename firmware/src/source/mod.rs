@@ -7,6 +7,8 @@
 //!   layout), with optional known face boxes (bench).
 //! - [`generated::GeneratedSource`]: a deterministic synthetic classroom with known face
 //!   boxes (demo on a fresh machine, tests).
+//! - [`video_file::VideoFileSource`]: the first video stream of a video file, decoded by
+//!   FFmpeg in a child process (bench).
 //! - `v4l2::V4l2Source` (cargo feature `v4l2`): a Linux camera, MJPEG, YUYV or NV12,
 //!   reopened with backoff when it disappears.
 //!
@@ -30,6 +32,7 @@ pub mod mjpeg;
 pub mod pixel_format;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
+pub mod video_file;
 pub mod yuv;
 
 /// Produces frames, one at a time, for one capture thread.
@@ -155,6 +158,23 @@ pub enum SourceError {
         device: String,
         /// The FourCCs the camera offers.
         offered: Vec<String>,
+    },
+    /// A decoding program (FFmpeg) could not be started.
+    #[error("cannot run {}: {source} (the video file source needs FFmpeg: apt install ffmpeg)", program.display())]
+    Tool {
+        /// The program.
+        program: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A video file could not be probed or decoded.
+    #[error("video file {}: {reason}", path.display())]
+    Video {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, with FFmpeg's message.
+        reason: String,
     },
     /// A camera delivered no frame for too long; it is closed and reopened.
     #[error("camera {device} delivered no frame for {waited:?}; reopening it")]

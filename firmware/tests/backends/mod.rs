@@ -8,7 +8,7 @@
 #![cfg_attr(not(feature = "ort"), allow(dead_code))]
 
 #[cfg(feature = "ort")]
-mod ort;
+pub(crate) mod ort;
 mod select;
 
 use caer::bundle::{Bundle, MANIFEST_FILE};
@@ -30,7 +30,9 @@ fn golden_crop_pixels(parity: &Parity, image_len: usize) -> Vec<f32> {
 }
 
 /// A copy of the fixture bundle whose manifest `edit` changed (model files untouched).
-fn bundle_with_manifest(edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, Bundle) {
+pub(crate) fn bundle_with_manifest(
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (tempfile::TempDir, Bundle) {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(golden_dir().join("bundle")).unwrap() {
         let path = entry.unwrap().path();

@@ -22,7 +22,7 @@ const LOGIT_TOLERANCE: f32 = 1e-3;
 const INT8_MIN_COSINE: f32 = 0.99;
 
 /// The library under test: `$ORT_DYLIB_PATH`, which must exist when the feature is on.
-pub(super) fn library() -> PathBuf {
+pub(crate) fn library() -> PathBuf {
     const HINT: &str = "the caer-firmware `ort` feature is on, so its tests need ONNX Runtime: \
         export ORT_DYLIB_PATH=<libonnxruntime.so, 1.17 or newer> (scripts/setup.sh installs the \
         onnxruntime wheel: <venv>/lib/python3.11/site-packages/onnxruntime/capi/\
