@@ -8,7 +8,8 @@
 //!
 //! - **Face**: from the face box file when one is given (a frame without an entry uses the
 //!   whole frame, as the reference does); otherwise from the firmware's own face detector
-//!   ([`caer::detect::SeetaDetector`]) and tracker ([`caer::track::Tracker`]) run over the
+//!   (the bundle's BlazeFace, [`caer::detect::BlazeDetector`], by default, or
+//!   [`caer::detect::SeetaDetector`]) and tracker ([`caer::track::Tracker`]) run over the
 //!   decoded frames, keeping the track seen in most frames (the clip's student; ties go to
 //!   the larger face). A frame where that track was missed takes its nearest box in time.
 //!   With `--detector none`, whole frames.
@@ -18,10 +19,12 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use caer::backend::FaceDetectorNetwork;
 use caer::crop::{ContextBoxes, ContextConfig};
-use caer::detect::{FaceDetector, SeetaConfig, SeetaDetector};
+use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use caer::frame::Frame;
 use caer::preprocess::RgbFrame;
 use caer::sampling::sample_indices;
@@ -57,8 +60,12 @@ impl BoxSource {
 /// How to find face boxes when no face box file is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DetectorChoice {
-    /// SeetaFace frontal detector (the daemon's), with its default settings.
+    /// The bundle's BlazeFace network (the daemon's `detect.kind = "blaze"`), with the
+    /// daemon's default settings.
     #[default]
+    Blaze,
+    /// SeetaFace frontal detector (the daemon's `detect.kind = "seeta"`), with its default
+    /// settings.
     Seeta,
     /// No detection: whole frames, as the reference without boxes.
     None,
@@ -69,7 +76,7 @@ pub struct ClipLoader {
     frames_per_clip: usize,
     face_boxes: Option<BoxFile>,
     body_boxes: Option<BoxFile>,
-    detector: Option<SeetaDetector>,
+    detector: Option<Box<dyn FaceDetector>>,
     context: ContextBoxes,
 }
 
@@ -85,17 +92,22 @@ impl std::fmt::Debug for ClipLoader {
 
 impl ClipLoader {
     /// A loader for a model of `frames_per_clip` frames; the detector is built only when
-    /// there is no face box file and `detector` asks for one.
+    /// there is no face box file and `detector` asks for one. `network` is the bundle's face
+    /// detector network, called for only then with [`DetectorChoice::Blaze`].
     pub fn new(
         frames_per_clip: usize,
         face_boxes: Option<BoxFile>,
         body_boxes: Option<BoxFile>,
         detector: DetectorChoice,
+        network: impl FnOnce() -> Result<Arc<dyn FaceDetectorNetwork>, Error>,
     ) -> Result<ClipLoader, Error> {
-        let detector = match (&face_boxes, detector) {
-            (None, DetectorChoice::Seeta) => {
-                Some(SeetaDetector::new(SeetaConfig::default()).map_err(Error::Detector)?)
-            }
+        let detector: Option<Box<dyn FaceDetector>> = match (&face_boxes, detector) {
+            (None, DetectorChoice::Blaze) => Some(Box::new(
+                BlazeDetector::new(network()?, BlazeConfig::default()).map_err(Error::Detector)?,
+            )),
+            (None, DetectorChoice::Seeta) => Some(Box::new(
+                SeetaDetector::new(SeetaConfig::default()).map_err(Error::Detector)?,
+            )),
             _ => None,
         };
         let context = ContextBoxes::new(ContextConfig::default())
@@ -171,7 +183,8 @@ impl ClipLoader {
             Some(boxes) => (boxes, None),
             None => match &mut self.detector {
                 Some(detector) => {
-                    let found = detect_clip(detector, &self.context, &frames, &decoded, &files)?;
+                    let found =
+                        detect_clip(detector.as_mut(), &self.context, &frames, &decoded, &files)?;
                     (found.0, found.1)
                 }
                 None => (vec![None; frames.len()], None),
@@ -231,7 +244,7 @@ type ClipBoxes = (Vec<Option<[f32; 4]>>, Option<[f32; 4]>);
 
 /// Face boxes per frame and the clip's body box, from the detector and the tracker.
 fn detect_clip(
-    detector: &mut SeetaDetector,
+    detector: &mut dyn FaceDetector,
     context: &ContextBoxes,
     frames: &[Frame],
     decoded: &[usize],

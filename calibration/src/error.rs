@@ -65,6 +65,9 @@ pub enum Error {
     /// The face detector cannot be built.
     #[error("face detector: {0}")]
     Detector(#[source] DetectError),
+    /// The bundle's face detector network cannot be loaded.
+    #[error("face detector network: {0}")]
+    DetectorNetwork(#[source] caer::backend::BackendError),
     /// Calibration fitting failed.
     #[error(transparent)]
     Fit(#[from] FitError),

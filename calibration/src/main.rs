@@ -93,6 +93,9 @@ impl ModelArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DetectorArg {
+    /// The bundle's BlazeFace network (on the model's backend) and the firmware's tracker
+    /// (bodies: context boxes around the faces).
+    Blaze,
     /// The firmware's SeetaFace detector and tracker (bodies: context boxes around the faces).
     Seeta,
     /// No detection: whole frames, as the reference does without boxes.
@@ -114,7 +117,7 @@ struct DataArgs {
     #[arg(long, value_name = "FILE")]
     body_boxes: Option<PathBuf>,
     /// How to find faces when no --face-boxes file is given.
-    #[arg(long, value_enum, default_value_t = DetectorArg::Seeta)]
+    #[arg(long, value_enum, default_value_t = DetectorArg::Blaze)]
     detector: DetectorArg,
     /// Only the first N clips of the list.
     #[arg(long, value_name = "N")]
@@ -132,6 +135,7 @@ impl DataArgs {
             face_boxes: self.face_boxes.clone(),
             body_boxes: self.body_boxes.clone(),
             detector: match self.detector {
+                DetectorArg::Blaze => DetectorChoice::Blaze,
                 DetectorArg::Seeta => DetectorChoice::Seeta,
                 DetectorArg::None => DetectorChoice::None,
             },
@@ -301,13 +305,15 @@ fn describe_boxes(progress: &Progress, dataset: &ResolvedDataset) {
     progress.note(format!("{face}; {body}"));
 }
 
+/// Reads the dataset; a detector network runs on `backend` (tract if none).
 fn resolve_dataset(
     list: &Path,
     data: &DataArgs,
-    frames_per_clip: usize,
+    bundle: &ResolvedBundle,
+    backend: Option<&LoadedBackend>,
 ) -> anyhow::Result<ResolvedDataset> {
     data.settings(list)
-        .resolve(frames_per_clip)
+        .resolve(&bundle.bundle, backend.map(|b| &b.backend))
         .with_context(|| format!("reading dataset {}", list.display()))
 }
 
@@ -320,7 +326,7 @@ fn evaluate(
     max_batch: NonZeroUsize,
     calibration: Option<(PathBuf, Calibration)>,
 ) -> anyhow::Result<EvalReport> {
-    let dataset = resolve_dataset(list, data, bundle.bundle.dims().frames_per_clip)?;
+    let dataset = resolve_dataset(list, data, bundle, Some(backend))?;
     let progress = Progress::new(dataset.entries().len() as u64, !data.no_progress, "eval");
     progress.note(format!(
         "model {} ({}), list {}; backend {}",
@@ -479,7 +485,8 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         })
     };
     let sides = [side(&args.a)?, side(&args.b)?];
-    let dataset = resolve_dataset(&args.list, &args.data, bundle.bundle.dims().frames_per_clip)?;
+    // Both sides get the same boxes: a detector network runs once, on tract.
+    let dataset = resolve_dataset(&args.list, &args.data, &bundle, None)?;
     let progress = Progress::new(
         dataset.entries().len() as u64,
         !args.data.no_progress,
@@ -508,7 +515,7 @@ fn run_compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
 
 fn run_collect(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let bundle = load_bundle(&args.bundle)?;
-    let dataset = resolve_dataset(&args.list, &args.data, bundle.bundle.dims().frames_per_clip)?;
+    let dataset = resolve_dataset(&args.list, &args.data, &bundle, None)?;
     let progress = Progress::new(
         dataset.entries().len() as u64,
         !args.data.no_progress,

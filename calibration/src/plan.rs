@@ -7,7 +7,9 @@
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use caer::backend::{InferenceBackend, TractBackend, TractOptions};
 use caer::bundle::Bundle;
 use caer::calibration::bundle_hash;
 use caer::classify::DEFAULT_MAX_BATCH;
@@ -102,12 +104,32 @@ pub struct ResolvedDataset {
 }
 
 impl DatasetSettings {
-    /// Reads the list file and the box files, and builds the detector if needed.
-    pub fn resolve(&self, frames_per_clip: usize) -> Result<ResolvedDataset, Error> {
+    /// Reads the list file and the box files, and builds the detector if needed: BlazeFace
+    /// runs on `backend` (the one that runs the model), or on tract when none is given.
+    pub fn resolve(
+        &self,
+        bundle: &Bundle,
+        backend: Option<&Arc<dyn InferenceBackend>>,
+    ) -> Result<ResolvedDataset, Error> {
         let list = ClipList::read(&self.list, self.root.as_deref())?;
         let face = self.face_boxes.as_deref().map(BoxFile::read).transpose()?;
         let body = self.body_boxes.as_deref().map(BoxFile::read).transpose()?;
-        let loader = ClipLoader::new(frames_per_clip, face, body, self.detector)?;
+        let network = || {
+            let tract;
+            let backend = match backend {
+                Some(backend) => backend,
+                None => {
+                    let loaded = TractBackend::load(bundle, &TractOptions::default())?;
+                    tract = Arc::new(loaded) as Arc<dyn InferenceBackend>;
+                    &tract
+                }
+            };
+            backend
+                .load_face_detector(bundle)
+                .map_err(Error::DetectorNetwork)
+        };
+        let frames_per_clip = bundle.dims().frames_per_clip;
+        let loader = ClipLoader::new(frames_per_clip, face, body, self.detector, network)?;
         Ok(ResolvedDataset {
             list,
             loader,

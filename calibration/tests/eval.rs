@@ -186,28 +186,35 @@ fn eval_without_boxes_runs_the_firmware_detector_on_a_face() {
     let list = dir.path().join("list.txt");
     std::fs::write(&list, "clips/astronaut 18 1\n").expect("list");
     let out = dir.path().join("out");
-    let output = run([
-        "eval".as_ref(),
-        "--bundle".as_ref(),
-        golden_bundle().as_os_str(),
-        "--list".as_ref(),
-        list.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
-    output.expect_code(0);
-    let report = output.json();
-    assert_eq!(report["dataset"]["face_source"], "detector");
-    assert_eq!(report["dataset"]["body_source"], "detector");
-    let clip = &report["clips"][0];
-    assert_eq!(clip["face_boxes_used"], 16, "{clip}");
-    // The clip's body box holds the face in every frame (the face moves left by 3 px/frame).
-    let body: Vec<f64> = serde_json::from_value(clip["body_box"].clone()).expect("a body box");
-    assert!(
-        body[0] <= 180.0 - 60.0 - 3.0 * 17.0 && body[2] >= 272.0 - 60.0,
-        "{body:?}"
-    );
-    assert!(output.stderr.contains("face detector"), "{}", output.stderr);
+    // BlazeFace (the default; the fixture bundle's network) and SeetaFace.
+    for detector in [None, Some("seeta")] {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "eval".into(),
+            "--bundle".into(),
+            golden_bundle().into(),
+            "--list".into(),
+            list.clone().into(),
+            "--out".into(),
+            out.clone().into(),
+        ];
+        if let Some(name) = detector {
+            args.extend(["--detector".into(), name.into()]);
+        }
+        let output = run(args);
+        output.expect_code(0);
+        let report = output.json();
+        assert_eq!(report["dataset"]["face_source"], "detector");
+        assert_eq!(report["dataset"]["body_source"], "detector");
+        let clip = &report["clips"][0];
+        assert_eq!(clip["face_boxes_used"], 16, "{detector:?}: {clip}");
+        // The clip's body box holds the face in every frame (the face moves left by 3 px/frame).
+        let body: Vec<f64> = serde_json::from_value(clip["body_box"].clone()).expect("a body box");
+        assert!(
+            body[0] <= 180.0 - 60.0 - 3.0 * 17.0 && body[2] >= 272.0 - 60.0,
+            "{detector:?}: {body:?}"
+        );
+        assert!(output.stderr.contains("face detector"), "{}", output.stderr);
+    }
 
     // With --detector none: whole frames, said so.
     let output = run([

@@ -28,38 +28,12 @@ const RUNS: usize = 10;
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 const BUDGET: Duration = Duration::from_secs(60);
 
-/// The Solvay faces (`firmware/tests/detect/mod.rs`), in photo pixels.
-const SOLVAY_FACES: [[f32; 4]; 29] = [
-    [238.0, 40.0, 294.0, 96.0],
-    [1373.0, 41.0, 1422.0, 90.0],
-    [376.0, 84.0, 423.0, 131.0],
-    [613.0, 97.0, 665.0, 149.0],
-    [902.0, 96.0, 947.0, 141.0],
-    [1015.0, 107.0, 1066.0, 158.0],
-    [1135.0, 95.0, 1188.0, 148.0],
-    [1283.0, 98.0, 1327.0, 142.0],
-    [1434.0, 92.0, 1493.0, 151.0],
-    [463.0, 125.0, 516.0, 178.0],
-    [761.0, 120.0, 818.0, 177.0],
-    [46.0, 194.0, 104.0, 252.0],
-    [210.0, 210.0, 265.0, 265.0],
-    [379.0, 194.0, 437.0, 252.0],
-    [566.0, 198.0, 624.0, 256.0],
-    [766.0, 190.0, 823.0, 247.0],
-    [921.0, 189.0, 975.0, 243.0],
-    [1082.0, 200.0, 1136.0, 254.0],
-    [1042.0, 249.0, 1105.0, 312.0],
-    [1259.0, 207.0, 1321.0, 269.0],
-    [1436.0, 219.0, 1480.0, 263.0],
-    [107.0, 253.0, 162.0, 308.0],
-    [283.0, 258.0, 345.0, 320.0],
-    [463.0, 259.0, 518.0, 314.0],
-    [662.0, 267.0, 717.0, 322.0],
-    [865.0, 250.0, 927.0, 312.0],
-    [1164.0, 252.0, 1221.0, 309.0],
-    [1359.0, 260.0, 1412.0, 313.0],
-    [1489.0, 280.0, 1542.0, 333.0],
-];
+/// The Solvay faces in photo pixels, as the detection tests read them.
+fn solvay_faces() -> BenchResult<Vec<[f32; 4]>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/faces/expected.json");
+    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    Ok(serde_json::from_value(all["solvay.jpg"].clone())?)
+}
 
 /// The photo scaled onto the canvas, and the expected faces moved with it.
 fn full_hd_frame() -> BenchResult<(Frame, Vec<[f32; 4]>)> {
@@ -76,7 +50,7 @@ fn full_hd_frame() -> BenchResult<(Frame, Vec<[f32; 4]>)> {
     let (left, top) = ((1920 - sw) / 2, (1080 - sh) / 2);
     image::imageops::replace(&mut canvas, &scaled, i64::from(left), i64::from(top));
     let (sx, sy) = (sw as f32 / w as f32, sh as f32 / h as f32);
-    let faces = SOLVAY_FACES
+    let faces = solvay_faces()?
         .iter()
         .map(|b| {
             [

@@ -317,6 +317,27 @@ mod tests {
         assert!(status.success(), "ffmpeg {args:?}");
     }
 
+    /// `frames` frames of FFmpeg's test pattern at `size` (`WxH`), encoded with `codec`.
+    fn test_video(path: &Path, size: &str, frames: u32, codec: &str) {
+        let source = format!("testsrc=size={size}:rate=10");
+        let frames = frames.to_string();
+        let mut args = vec![
+            "-f",
+            "lavfi",
+            "-i",
+            &source,
+            "-frames:v",
+            &frames,
+            "-c:v",
+            codec,
+        ];
+        if codec == "libx264" {
+            args.extend(["-pix_fmt", "yuv420p"]);
+        }
+        args.push(path.to_str().unwrap());
+        ffmpeg(&args);
+    }
+
     /// Five 64x48 frames that differ in every pixel.
     fn pattern_frames() -> Vec<image::RgbImage> {
         (0..5u32)
@@ -377,19 +398,7 @@ mod tests {
     fn an_h264_mp4_decodes_to_frames_of_its_size() {
         let dir = tempfile::tempdir().unwrap();
         let video = dir.path().join("clip.mp4");
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=10",
-            "-frames:v",
-            "12",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            video.to_str().unwrap(),
-        ]);
+        test_video(&video, "160x120", 12, "libx264");
         let tools = FfmpegTools::default();
         assert_eq!(VideoFileSource::count_frames(&video, &tools).unwrap(), 12);
         let mut source = VideoFileSource::open(&video, &tools).unwrap();
@@ -433,17 +442,7 @@ mod tests {
     fn a_truncated_video_ends_or_fails_without_panicking() {
         let dir = tempfile::tempdir().unwrap();
         let video = dir.path().join("clip.avi");
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=10",
-            "-frames:v",
-            "20",
-            "-c:v",
-            "mjpeg",
-            video.to_str().unwrap(),
-        ]);
+        test_video(&video, "160x120", 20, "mjpeg");
         let bytes = std::fs::read(&video).unwrap();
         std::fs::write(&video, &bytes[..bytes.len() / 2]).unwrap();
         let mut source = VideoFileSource::open(&video, &FfmpegTools::default()).unwrap();
@@ -465,19 +464,7 @@ mod tests {
     fn dropping_a_source_mid_stream_stops_ffmpeg() {
         let dir = tempfile::tempdir().unwrap();
         let video = dir.path().join("long.mp4");
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25",
-            "-frames:v",
-            "250",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            video.to_str().unwrap(),
-        ]);
+        test_video(&video, "320x240", 250, "libx264");
         let mut source = VideoFileSource::open(&video, &FfmpegTools::default()).unwrap();
         assert!(source.next_frame().unwrap().is_some());
         let pid = source.child.id();

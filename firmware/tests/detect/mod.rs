@@ -1,5 +1,5 @@
 //! Face detection on the photographs the project ships (`firmware/testdata/faces/`), with
-//! the expected face boxes written down here: BlazeFace from the fixture bundle (the real
+//! the expected face boxes written down beside them (`expected.json`): BlazeFace from the fixture bundle (the real
 //! network, on tract and, with feature `ort`, on ONNX Runtime) and SeetaFace.
 //!
 //! The requirement (issue 4): recall >= 90 % at <= 1 false positive per image. A face is
@@ -18,44 +18,14 @@ use caer::track::iou;
 
 use crate::golden::bundle;
 
-/// NASA portrait of Eileen Collins (public domain; scikit-image's `astronaut`), face
-/// annotated by hand from brows to chin, cheek to cheek.
-const ASTRONAUT_FACE: [[f32; 4]; 1] = [[180.0, 80.0, 272.0, 178.0]];
-
-/// The 1927 Solvay conference (public domain; the `rustface` crate's sample image with its
-/// boxes removed): 29 frontal faces of 45 to 65 pixels. Expected boxes: every face of the
-/// photograph, checked by eye, with the extent the crate's published run drew.
-const SOLVAY_FACES: [[f32; 4]; 29] = [
-    [238.0, 40.0, 294.0, 96.0],
-    [1373.0, 41.0, 1422.0, 90.0],
-    [376.0, 84.0, 423.0, 131.0],
-    [613.0, 97.0, 665.0, 149.0],
-    [902.0, 96.0, 947.0, 141.0],
-    [1015.0, 107.0, 1066.0, 158.0],
-    [1135.0, 95.0, 1188.0, 148.0],
-    [1283.0, 98.0, 1327.0, 142.0],
-    [1434.0, 92.0, 1493.0, 151.0],
-    [463.0, 125.0, 516.0, 178.0],
-    [761.0, 120.0, 818.0, 177.0],
-    [46.0, 194.0, 104.0, 252.0],
-    [210.0, 210.0, 265.0, 265.0],
-    [379.0, 194.0, 437.0, 252.0],
-    [566.0, 198.0, 624.0, 256.0],
-    [766.0, 190.0, 823.0, 247.0],
-    [921.0, 189.0, 975.0, 243.0],
-    [1082.0, 200.0, 1136.0, 254.0],
-    [1042.0, 249.0, 1105.0, 312.0],
-    [1259.0, 207.0, 1321.0, 269.0],
-    [1436.0, 219.0, 1480.0, 263.0],
-    [107.0, 253.0, 162.0, 308.0],
-    [283.0, 258.0, 345.0, 320.0],
-    [463.0, 259.0, 518.0, 314.0],
-    [662.0, 267.0, 717.0, 322.0],
-    [865.0, 250.0, 927.0, 312.0],
-    [1164.0, 252.0, 1221.0, 309.0],
-    [1359.0, 260.0, 1412.0, 313.0],
-    [1489.0, 280.0, 1542.0, 333.0],
-];
+/// The expected face boxes of a shipped photograph, from `testdata/faces/expected.json`
+/// (where they are written down, with their sources).
+pub(crate) fn expected_faces(photo: &str) -> Vec<[f32; 4]> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/faces/expected.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let all: serde_json::Value = serde_json::from_str(&text).expect("expected.json");
+    serde_json::from_value(all[photo].clone()).unwrap_or_else(|e| panic!("{photo}: {e}"))
+}
 
 /// Fewest Solvay faces a detector must find: 27 of 29 is 93 % (>= 90 %).
 const SOLVAY_MIN_HITS: usize = 27;
@@ -91,10 +61,12 @@ fn score(found: &[Detection], expected: &[[f32; 4]], min_iou: f32) -> (usize, us
 /// Runs `detector` on both photographs and checks the requirement.
 fn check_recall(name: &str, detector: &mut dyn FaceDetector) {
     let found = detector.detect(&photo("astronaut.jpg")).expect("detect");
-    let (hits, extra) = score(&found, &ASTRONAUT_FACE, 0.4);
+    let (hits, extra) = score(&found, &expected_faces("astronaut.jpg"), 0.4);
     assert_eq!((hits, extra), (1, 0), "{name} astronaut: {found:?}");
     let found = detector.detect(&photo("solvay.jpg")).expect("detect");
-    let (hits, extra) = score(&found, &SOLVAY_FACES, 0.5);
+    let solvay = expected_faces("solvay.jpg");
+    assert_eq!(solvay.len(), 29);
+    let (hits, extra) = score(&found, &solvay, 0.5);
     eprintln!("{name} solvay: {hits}/29 found, {extra} other detections");
     assert!(
         hits >= SOLVAY_MIN_HITS,
