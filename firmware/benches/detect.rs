@@ -17,7 +17,9 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use caer::backend::{InferenceBackend, TractBackend, TractOptions};
+use std::sync::Arc;
+
+use caer::backend::{FaceDetectorNetwork, InferenceBackend, TractBackend, TractOptions};
 use caer::bundle::Bundle;
 use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use caer::frame::Frame;
@@ -70,6 +72,28 @@ fn hits(found: &[caer::detect::Detection], expected: &[[f32; 4]]) -> usize {
         .iter()
         .filter(|e| found.iter().any(|d| iou(&d.bbox, e) >= 0.5))
         .count()
+}
+
+/// A face detector network limited to one tile per call.
+#[derive(Debug)]
+struct OneTileAtATime(Arc<dyn FaceDetectorNetwork>);
+
+impl FaceDetectorNetwork for OneTileAtATime {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn max_batch(&self) -> usize {
+        1
+    }
+    fn run(
+        &self,
+        images: &[f32],
+        batch: usize,
+        regressors: &mut [f32],
+        logits: &mut [f32],
+    ) -> Result<(), caer::InferenceError> {
+        self.0.run(images, batch, regressors, logits)
+    }
 }
 
 fn time(
@@ -141,9 +165,18 @@ fn main() -> BenchResult<()> {
     }
     for backend in backends {
         let network = backend.load_face_detector(&bundle)?;
+        let batch = network.max_batch();
+        if batch > 1 {
+            // The same network one tile per call: what batching the tiles gains.
+            let single = Arc::new(OneTileAtATime(network.clone()));
+            let mut detector = BlazeDetector::new(single, BlazeConfig::default())?;
+            let name = format!("blaze {} batch 1", backend.name());
+            time(&name, &mut detector, &frame, &expected)?;
+        }
         let mut detector = BlazeDetector::new(network, BlazeConfig::default())?;
-        let name = format!("blaze {} tiles {tiles:?}", backend.name());
+        let name = format!("blaze {} batch {batch}", backend.name());
         time(&name, &mut detector, &frame, &expected)?;
     }
+    println!("(blaze: tiles {tiles:?}, 108 network runs per frame)");
     Ok(())
 }

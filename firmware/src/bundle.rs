@@ -466,15 +466,15 @@ fn expected_io(key: &str, dims: &ModelDims) -> (Vec<TensorSpec>, Vec<TensorSpec>
         use crate::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
         let s = fixed(INPUT_SIZE);
         return (
-            vec![spec("input", vec![fixed(1), fixed(3), s.clone(), s])],
+            vec![spec("input", vec![batch(), fixed(3), s.clone(), s])],
             vec![
                 spec(
                     "regressors",
-                    vec![fixed(1), fixed(NUM_ANCHORS), fixed(REGRESSOR_LEN)],
+                    vec![batch(), fixed(NUM_ANCHORS), fixed(REGRESSOR_LEN)],
                 ),
                 spec(
                     "classificators",
-                    vec![fixed(1), fixed(NUM_ANCHORS), fixed(1)],
+                    vec![batch(), fixed(NUM_ANCHORS), fixed(1)],
                 ),
             ],
         );
@@ -879,10 +879,10 @@ mod tests {
             "bytes": network.len(),
             "opset": 11,
             "precision": "fp32",
-            "inputs": [spec("input", json!([1, 3, 128, 128]))],
+            "inputs": [spec("input", json!(["batch", 3, 128, 128]))],
             "outputs": [
-                spec("regressors", json!([1, 896, 16])),
-                spec("classificators", json!([1, 896, 1]))
+                spec("regressors", json!(["batch", 896, 16])),
+                spec("classificators", json!(["batch", 896, 1]))
             ],
             "source": "test",
         });
@@ -956,7 +956,7 @@ mod tests {
             );
         }
         let err = load_with_face_detector(|_, m| {
-            m["files"]["face_detector"]["outputs"][1]["shape"] = json!([1, 2304, 1]);
+            m["files"]["face_detector"]["outputs"][1]["shape"] = json!(["batch", 2304, 1]);
         })
         .unwrap_err();
         assert!(err.to_string().contains("files.face_detector"), "{err}");

@@ -233,6 +233,16 @@ pub enum PreprocessError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InferenceError {
+    /// A batch outside what the model or runtime takes.
+    #[error("{what}: batch of {batch}; it takes 1 to {max}")]
+    BatchSize {
+        /// The model.
+        what: &'static str,
+        /// The batch asked for.
+        batch: usize,
+        /// The largest it takes.
+        max: usize,
+    },
     /// An input or output buffer does not match the batch and the model's dimensions.
     #[error("{what} buffer holds {found} floats; a batch of {batch} needs {expected}")]
     BufferLength {

@@ -36,9 +36,12 @@ def test_onnx_matches_tflite_and_declares_its_io(exported):
     assert set(diffs) == {"regressors", "classificators"}
     assert all(0 <= d <= 1e-3 for d in diffs.values()), diffs  # measured ~3e-5
     graph = onnx.load(str(out / detector.ONNX_FILE)).graph
-    shape = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
-    assert [(v.name, shape(v)) for v in graph.input] == [("input", [1, 3, 128, 128])]
-    assert [(v.name, shape(v)) for v in graph.output] == [("regressors", [1, 896, 16]), ("classificators", [1, 896, 1])]
+    shape = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    assert [(v.name, shape(v)) for v in graph.input] == [("input", ["batch", 3, 128, 128])]
+    assert [(v.name, shape(v)) for v in graph.output] == [
+        ("regressors", ["batch", 896, 16]),
+        ("classificators", ["batch", 896, 1]),
+    ]
 
 
 def test_the_check_catches_a_wrong_conversion(wheel, exported, tmp_path):
@@ -84,10 +87,10 @@ def test_the_fixture_manifest_describes_the_detector_with_its_hashes():
     assert entry["sha256"] == sha256_file(bundle / entry["path"])
     assert entry["bytes"] == (bundle / entry["path"]).stat().st_size
     assert entry["precision"] == "fp32" and entry["opset"] == 11
-    assert entry["inputs"] == [{"name": "input", "shape": [1, 3, 128, 128], "dtype": "float32"}]
+    assert entry["inputs"] == [{"name": "input", "shape": ["batch", 3, 128, 128], "dtype": "float32"}]
     assert entry["outputs"] == [
-        {"name": "regressors", "shape": [1, 896, 16], "dtype": "float32"},
-        {"name": "classificators", "shape": [1, 896, 1], "dtype": "float32"},
+        {"name": "regressors", "shape": ["batch", 896, 16], "dtype": "float32"},
+        {"name": "classificators", "shape": ["batch", 896, 1], "dtype": "float32"},
     ]
     assert entry["source"] == "converted by tflite2onnx 0.4.1 from mediapipe 0.10.21 face_detection_short_range.tflite"
 

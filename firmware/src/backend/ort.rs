@@ -581,6 +581,11 @@ impl InferenceBackend for OrtBackend {
     }
 }
 
+/// Tiles per face detector call on ONNX Runtime. The 108 tiles of a 1920x1080 frame took
+/// 50 ms instead of 163 ms on CUDA (an H200), 76 to 111 ms instead of 160 to 187 ms on its
+/// host's 16 cores, and 160 to 174 ms instead of 170 to 192 ms on 2 cores.
+const DETECTOR_BATCH: usize = 8;
+
 /// The bundle's face detector network as an ONNX Runtime session (outputs `regressors` then
 /// `classificators`, checked at load).
 #[derive(Debug)]
@@ -594,21 +599,26 @@ impl FaceDetectorNetwork for OrtFaceDetector {
         self.name
     }
 
+    fn max_batch(&self) -> usize {
+        DETECTOR_BATCH
+    }
+
     fn run(
         &self,
-        image: &[f32],
+        images: &[f32],
+        batch: usize,
         regressors: &mut [f32],
         logits: &mut [f32],
     ) -> Result<(), InferenceError> {
         const MODEL: &str = "face detector";
-        check_detector_buffers(image, regressors, logits)?;
+        check_detector_buffers(self, images, batch, regressors, logits)?;
         let runtime = |e: ort::Error| InferenceError::Runtime {
             backend: self.name,
             model: MODEL,
             message: e.to_string(),
         };
-        let input =
-            TensorRef::from_array_view(([1, 3, INPUT_SIZE, INPUT_SIZE], image)).map_err(runtime)?;
+        let input = TensorRef::from_array_view(([batch, 3, INPUT_SIZE, INPUT_SIZE], images))
+            .map_err(runtime)?;
         let mut session = self.model.lock();
         let outputs = session.run(ort::inputs![input]).map_err(runtime)?;
         for (i, (out, width)) in [(regressors, REGRESSOR_LEN), (logits, 1)]
@@ -620,10 +630,10 @@ impl FaceDetectorNetwork for OrtFaceDetector {
                 .iter()
                 .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
                 .collect();
-            if found != [1, NUM_ANCHORS, width] {
+            if found != [batch, NUM_ANCHORS, width] {
                 return Err(InferenceError::OutputShape {
                     model: MODEL,
-                    expected: vec![1, NUM_ANCHORS, width],
+                    expected: vec![batch, NUM_ANCHORS, width],
                     found,
                 });
             }

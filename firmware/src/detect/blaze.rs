@@ -19,7 +19,8 @@
 //! The six keypoints of the 16 regressed values are not used.
 //!
 //! The network runs on the model's inference backend ([`crate::backend::FaceDetectorNetwork`]):
-//! tract or ONNX Runtime with the same providers as the image encoder.
+//! tract or ONNX Runtime with the same providers as the image encoder, as many tiles per call
+//! as the backend takes best (one on tract, eight on ONNX Runtime), always that many.
 
 use std::sync::Arc;
 
@@ -136,9 +137,9 @@ impl BlazeDetector {
             anchors: anchors(),
             resizer: PillowBilinear::default(),
             scaled: Vec::new(),
-            input: vec![0.0; 3 * INPUT_SIZE * INPUT_SIZE],
-            regressors: vec![0.0; NUM_ANCHORS * REGRESSOR_LEN],
-            logits: vec![0.0; NUM_ANCHORS],
+            input: Vec::new(),
+            regressors: Vec::new(),
+            logits: Vec::new(),
         })
     }
 
@@ -181,32 +182,55 @@ impl BlazeDetector {
             height as f32 / scaled_h as f32,
         );
         let threshold_logit = logit(self.config.score_threshold);
-        for top in tile_origins(canvas_h) {
-            for left in tile_origins(canvas_w) {
-                self.fill_input(canvas_w, left, top);
-                self.network
-                    .run(&self.input, &mut self.regressors, &mut self.logits)
-                    .map_err(DetectError::Network)?;
-                for (i, &raw) in self.logits.iter().enumerate() {
+        let tiles: Vec<(usize, usize)> = tile_origins(canvas_h)
+            .flat_map(|top| tile_origins(canvas_w).map(move |left| (left, top)))
+            .collect();
+        let per_call = self.network.max_batch().max(1);
+        let image_len = 3 * INPUT_SIZE * INPUT_SIZE;
+        // Every call takes exactly `per_call` tiles, the last one padded with blank tiles:
+        // runtimes that tune per input shape (cuDNN's convolution search under ONNX Runtime's
+        // CUDA provider) then see one shape. With a short last batch, CUDA re-tuned on every
+        // change of shape: 3.5 s per frame instead of 0.1 s on an H200.
+        self.input.resize(per_call * image_len, 0.0);
+        self.regressors
+            .resize(per_call * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
+        self.logits.resize(per_call * NUM_ANCHORS, 0.0);
+        for batch in tiles.chunks(per_call) {
+            self.input[batch.len() * image_len..].fill(0.0);
+            for (k, &(left, top)) in batch.iter().enumerate() {
+                fill_input(
+                    &self.scaled,
+                    canvas_w,
+                    left,
+                    top,
+                    &mut self.input[k * image_len..][..image_len],
+                );
+            }
+            self.network
+                .run(
+                    &self.input,
+                    per_call,
+                    &mut self.regressors,
+                    &mut self.logits,
+                )
+                .map_err(DetectError::Network)?;
+            for (k, &(left, top)) in batch.iter().enumerate() {
+                let logits = &self.logits[k * NUM_ANCHORS..][..NUM_ANCHORS];
+                let regressors = &self.regressors[k * NUM_ANCHORS * REGRESSOR_LEN..];
+                for (i, &raw) in logits.iter().enumerate() {
                     if raw < threshold_logit {
                         continue;
                     }
-                    let r = &self.regressors[i * REGRESSOR_LEN..][..4];
+                    let r = &regressors[i * REGRESSOR_LEN..][..4];
                     let [ax, ay] = self.anchors[i];
                     let size = INPUT_SIZE as f32;
                     let (cx, cy) = (ax * size + r[0], ay * size + r[1]);
-                    let b = [
-                        cx - r[2] / 2.0,
-                        cy - r[3] / 2.0,
-                        cx + r[2] / 2.0,
-                        cy + r[3] / 2.0,
-                    ];
                     let (l, t) = (left as f32, top as f32);
                     let bbox = [
-                        ((l + b[0]) * back_x).clamp(0.0, width as f32),
-                        ((t + b[1]) * back_y).clamp(0.0, height as f32),
-                        ((l + b[2]) * back_x).clamp(0.0, width as f32),
-                        ((t + b[3]) * back_y).clamp(0.0, height as f32),
+                        ((l + cx - r[2] / 2.0) * back_x).clamp(0.0, width as f32),
+                        ((t + cy - r[3] / 2.0) * back_y).clamp(0.0, height as f32),
+                        ((l + cx + r[2] / 2.0) * back_x).clamp(0.0, width as f32),
+                        ((t + cy + r[3] / 2.0) * back_y).clamp(0.0, height as f32),
                     ];
                     if bbox[2] > bbox[0] && bbox[3] > bbox[1] {
                         found.push(Detection {
@@ -218,20 +242,6 @@ impl BlazeDetector {
             }
         }
         Ok(())
-    }
-
-    /// The 128x128 tile at (`left`, `top`) of the scaled frame as `[1, 3, 128, 128]` in
-    /// `[-1, 1]`.
-    fn fill_input(&mut self, canvas_w: usize, left: usize, top: usize) {
-        let plane = INPUT_SIZE * INPUT_SIZE;
-        for y in 0..INPUT_SIZE {
-            let row = &self.scaled[((top + y) * canvas_w + left) * 3..][..INPUT_SIZE * 3];
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                for (c, &v) in px.iter().enumerate() {
-                    self.input[c * plane + y * INPUT_SIZE + x] = f32::from(v) / 127.5 - 1.0;
-                }
-            }
-        }
     }
 }
 
@@ -245,6 +255,20 @@ impl FaceDetector for BlazeDetector {
             self.detect_at(frame, self.config.tile_sizes[i], &mut found)?;
         }
         Ok(suppress_overlaps(found, self.config.nms_iou))
+    }
+}
+
+/// The 128x128 tile at (`left`, `top`) of the scaled frame (RGB8, `canvas_w` pixels per
+/// row) into `out` as `[3, 128, 128]` in `[-1, 1]`.
+fn fill_input(scaled: &[u8], canvas_w: usize, left: usize, top: usize, out: &mut [f32]) {
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    for y in 0..INPUT_SIZE {
+        let row = &scaled[((top + y) * canvas_w + left) * 3..][..INPUT_SIZE * 3];
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                out[c * plane + y * INPUT_SIZE + x] = f32::from(v) / 127.5 - 1.0;
+            }
+        }
     }
 }
 

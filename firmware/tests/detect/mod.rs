@@ -175,20 +175,48 @@ fn blaze_on_onnx_runtime_matches_tract() {
             }
         }
     }
-    let run = |network: &dyn FaceDetectorNetwork| {
-        let mut regressors = vec![0.0; NUM_ANCHORS * REGRESSOR_LEN];
-        let mut logits = vec![0.0; NUM_ANCHORS];
-        network.run(&image, &mut regressors, &mut logits).unwrap();
+    let run = |network: &dyn FaceDetectorNetwork, images: &[f32], batch: usize| {
+        let mut regressors = vec![0.0; batch * NUM_ANCHORS * REGRESSOR_LEN];
+        let mut logits = vec![0.0; batch * NUM_ANCHORS];
+        network
+            .run(images, batch, &mut regressors, &mut logits)
+            .unwrap();
         (regressors, logits)
     };
-    let (tract_reg, tract_logits) = run(tract.as_ref());
-    let (ort_reg, ort_logits) = run(ort_network.as_ref());
+    let (tract_reg, tract_logits) = run(tract.as_ref(), &image, 1);
+    let (ort_reg, ort_logits) = run(ort_network.as_ref(), &image, 1);
     let reg_diff = crate::golden::max_abs_diff(&tract_reg, &ort_reg);
     let logit_diff = crate::golden::max_abs_diff(&tract_logits, &ort_logits);
     eprintln!("blaze tract vs ort: regressors {reg_diff:.2e}, logits {logit_diff:.2e}");
     assert!(
         reg_diff < 1e-2 && logit_diff < 1e-3,
         "{reg_diff} {logit_diff}"
+    );
+
+    // A batch on ONNX Runtime: the same tile three times (around a blank one) gives the
+    // single-tile outputs in each slot; tract takes one tile per call and says so.
+    assert!(ort_network.max_batch() >= 4);
+    let blank = vec![0.0; image.len()];
+    let images = [&image[..], &blank, &image, &image].concat();
+    let (batch_reg, batch_logits) = run(ort_network.as_ref(), &images, 4);
+    for slot in [0, 2, 3] {
+        let reg = &batch_reg[slot * ort_reg.len()..][..ort_reg.len()];
+        let logits = &batch_logits[slot * ort_logits.len()..][..ort_logits.len()];
+        assert!(
+            crate::golden::max_abs_diff(reg, &ort_reg) < 1e-3,
+            "slot {slot}"
+        );
+        assert!(
+            crate::golden::max_abs_diff(logits, &ort_logits) < 1e-4,
+            "slot {slot}"
+        );
+    }
+    let mut regressors = vec![0.0; 2 * NUM_ANCHORS * REGRESSOR_LEN];
+    let mut logits = vec![0.0; 2 * NUM_ANCHORS];
+    let refused = tract.run(&images[..2 * image.len()], 2, &mut regressors, &mut logits);
+    assert!(
+        matches!(refused, Err(caer::InferenceError::BatchSize { max: 1, .. })),
+        "{refused:?}"
     );
 
     let mut on_tract = BlazeDetector::new(tract, BlazeConfig::default()).unwrap();
