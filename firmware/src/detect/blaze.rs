@@ -20,7 +20,7 @@
 //!
 //! The network runs on the model's inference backend ([`crate::backend::FaceDetectorNetwork`]):
 //! tract or ONNX Runtime with the same providers as the image encoder, as many tiles per call
-//! as the backend takes best (one on tract, eight on ONNX Runtime), always that many.
+//! as the backend takes best (one on tract, eight on ONNX Runtime).
 
 use std::sync::Arc;
 
@@ -187,16 +187,11 @@ impl BlazeDetector {
             .collect();
         let per_call = self.network.max_batch().max(1);
         let image_len = 3 * INPUT_SIZE * INPUT_SIZE;
-        // Every call takes exactly `per_call` tiles, the last one padded with blank tiles:
-        // runtimes that tune per input shape (cuDNN's convolution search under ONNX Runtime's
-        // CUDA provider) then see one shape. With a short last batch, CUDA re-tuned on every
-        // change of shape: 3.5 s per frame instead of 0.1 s on an H200.
-        self.input.resize(per_call * image_len, 0.0);
-        self.regressors
-            .resize(per_call * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
-        self.logits.resize(per_call * NUM_ANCHORS, 0.0);
         for batch in tiles.chunks(per_call) {
-            self.input[batch.len() * image_len..].fill(0.0);
+            let n = batch.len();
+            self.input.resize(n * image_len, 0.0);
+            self.regressors.resize(n * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
+            self.logits.resize(n * NUM_ANCHORS, 0.0);
             for (k, &(left, top)) in batch.iter().enumerate() {
                 fill_input(
                     &self.scaled,
@@ -207,12 +202,7 @@ impl BlazeDetector {
                 );
             }
             self.network
-                .run(
-                    &self.input,
-                    per_call,
-                    &mut self.regressors,
-                    &mut self.logits,
-                )
+                .run(&self.input, n, &mut self.regressors, &mut self.logits)
                 .map_err(DetectError::Network)?;
             for (k, &(left, top)) in batch.iter().enumerate() {
                 let logits = &self.logits[k * NUM_ANCHORS..][..NUM_ANCHORS];
