@@ -545,6 +545,39 @@ impl Schemas {
     }
 }
 
+/// Writes an H.264 video (`path`, 10 frames/s) of `frames` frames that all show the shipped
+/// group photograph (`firmware/testdata/faces/solvay.jpg`: 29 faces, of which the BlazeFace
+/// detector finds 27). Needs FFmpeg.
+pub fn write_group_photo_video(path: &Path, frames: u32) {
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/testdata/faces/solvay.jpg");
+    let frames = frames.to_string();
+    let made = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-framerate",
+            "10",
+            "-i",
+        ])
+        .arg(&photo)
+        .args([
+            "-frames:v",
+            &frames,
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(path)
+        .status()
+        .expect("ffmpeg runs (apt install ffmpeg)");
+    assert!(made.success(), "ffmpeg could not write {}", path.display());
+}
+
 /// Writes `frames` PNG frames of `width`x`height` with `students` faces sitting still in a
 /// grid, and the face box file; returns (frame directory, annotations file). Every frame
 /// shows every student, so the content is known exactly.

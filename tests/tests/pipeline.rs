@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use caer_e2e::{
-    config_toml, engagement_seqs, write_classroom, Broker, Daemon, Schemas, Subscriber,
+    config_toml, engagement_seqs, write_classroom, write_group_photo_video, Broker, Daemon,
+    Schemas, Subscriber,
 };
 
 const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
@@ -271,27 +272,8 @@ fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
     let broker = Broker::start();
     let subscriber = Subscriber::connect(&broker);
     let dir = tempfile::tempdir().unwrap();
-    let photo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../firmware/testdata/faces/solvay.jpg");
     let video = dir.path().join("lesson.mp4");
-    let made = std::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-loop",
-            "1",
-            "-framerate",
-            "10",
-            "-i",
-        ])
-        .arg(&photo)
-        .args(["-frames:v", "24", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&video)
-        .status()
-        .expect("ffmpeg runs (apt install ffmpeg)");
-    assert!(made.success());
+    write_group_photo_video(&video, 24);
     let source = format!(
         "[source]\nkind = \"video_file\"\nfps = 10.0\n[source.video_file]\npath = \"{}\"",
         video.display()

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use caer_e2e::{
-    config_toml, engagement_seqs, find_program, write_classroom, Broker, Daemon, Subscriber,
+    config_toml, engagement_seqs, find_program, write_classroom, write_group_photo_video, Broker,
+    Daemon, Subscriber,
 };
 use serde_json::json;
 
@@ -98,26 +99,8 @@ fn nothing_derived_from_pixels_is_written_outside_the_state_directory() {
 fn a_video_file_source_and_its_decoder_write_nothing_outside_the_state_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/testdata/faces/solvay.jpg");
     let video = root.join("lesson.mp4");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-loop",
-            "1",
-            "-framerate",
-            "10",
-            "-i",
-        ])
-        .arg(&photo)
-        .args(["-frames:v", "12", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&video)
-        .status()
-        .expect("ffmpeg runs (apt install ffmpeg)");
-    assert!(made.success());
+    write_group_photo_video(&video, 12);
     let source = format!(
         "[source]\nkind = \"video_file\"\nfps = 10.0\n[source.video_file]\npath = \"{}\"",
         video.display()
