@@ -447,39 +447,48 @@ fn describe(name: &str, dtype: &ValueType) -> ModelTensor {
     }
 }
 
-impl OrtBackend {
-    fn runtime_error(&self, model: &'static str) -> impl Fn(ort::Error) -> InferenceError + '_ {
-        move |e| InferenceError::Runtime {
-            backend: self.name,
-            model,
-            message: e.to_string(),
-        }
+/// Turns an ONNX Runtime error of `model` on `backend` into an [`InferenceError`].
+fn runtime_error(
+    backend: &'static str,
+    model: &'static str,
+) -> impl Fn(ort::Error) -> InferenceError {
+    move |e| InferenceError::Runtime {
+        backend,
+        model,
+        message: e.to_string(),
     }
+}
 
-    /// Copies the first output, which must be `[batch, width]`, into `out`.
-    fn copy_output(
-        &self,
-        outputs: &SessionOutputs<'_>,
-        model: &'static str,
-        expected: [usize; 2],
-        out: &mut [f32],
-    ) -> Result<(), InferenceError> {
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(self.runtime_error(model))?;
-        let found: Vec<usize> = shape
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-            .collect();
-        if found != expected {
-            return Err(InferenceError::OutputShape {
-                model,
-                expected: expected.to_vec(),
-                found,
-            });
-        }
-        out.copy_from_slice(data);
-        Ok(())
+/// Copies output `index`, which must have the shape `expected`, into `out`.
+fn copy_output(
+    outputs: &SessionOutputs<'_>,
+    index: usize,
+    backend: &'static str,
+    model: &'static str,
+    expected: &[usize],
+    out: &mut [f32],
+) -> Result<(), InferenceError> {
+    let (shape, data) = outputs[index]
+        .try_extract_tensor::<f32>()
+        .map_err(runtime_error(backend, model))?;
+    let found: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+        .collect();
+    if found != expected {
+        return Err(InferenceError::OutputShape {
+            model,
+            expected: expected.to_vec(),
+            found,
+        });
+    }
+    out.copy_from_slice(data);
+    Ok(())
+}
+
+impl OrtBackend {
+    fn runtime_error(&self, model: &'static str) -> impl Fn(ort::Error) -> InferenceError {
+        runtime_error(self.name, model)
     }
 
     /// Encodes one slice of at most `max_batch` images.
@@ -498,7 +507,14 @@ impl OrtBackend {
         let outputs = session
             .run(ort::inputs![input])
             .map_err(self.runtime_error(MODEL))?;
-        self.copy_output(&outputs, MODEL, [batch, d.embed_dim], embeddings)
+        copy_output(
+            &outputs,
+            0,
+            self.name,
+            MODEL,
+            &[batch, d.embed_dim],
+            embeddings,
+        )
     }
 }
 
@@ -577,7 +593,14 @@ impl InferenceBackend for OrtBackend {
         let outputs = session
             .run(ort::inputs![face, context])
             .map_err(self.runtime_error(MODEL))?;
-        self.copy_output(&outputs, MODEL, [batch, d.num_classes], logits)
+        copy_output(
+            &outputs,
+            0,
+            self.name,
+            MODEL,
+            &[batch, d.num_classes],
+            logits,
+        )
     }
 }
 
@@ -646,33 +669,20 @@ impl OrtFaceDetector {
         logits: &mut [f32],
     ) -> Result<(), InferenceError> {
         const MODEL: &str = "face detector";
-        let runtime = |e: ort::Error| InferenceError::Runtime {
-            backend: self.name,
-            model: MODEL,
-            message: e.to_string(),
-        };
+        let runtime = runtime_error(self.name, MODEL);
         let input = TensorRef::from_array_view(([batch, 3, INPUT_SIZE, INPUT_SIZE], images))
-            .map_err(runtime)?;
+            .map_err(&runtime)?;
         let mut session = self.model.lock();
-        let outputs = session.run(ort::inputs![input]).map_err(runtime)?;
-        for (i, (out, width)) in [(regressors, REGRESSOR_LEN), (logits, 1)]
-            .into_iter()
-            .enumerate()
-        {
-            let (shape, data) = outputs[i].try_extract_tensor::<f32>().map_err(runtime)?;
-            let found: Vec<usize> = shape
-                .iter()
-                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-                .collect();
-            if found != [batch, NUM_ANCHORS, width] {
-                return Err(InferenceError::OutputShape {
-                    model: MODEL,
-                    expected: vec![batch, NUM_ANCHORS, width],
-                    found,
-                });
-            }
-            out.copy_from_slice(data);
-        }
-        Ok(())
+        let outputs = session.run(ort::inputs![input]).map_err(&runtime)?;
+        let shape = [batch, NUM_ANCHORS, REGRESSOR_LEN];
+        copy_output(&outputs, 0, self.name, MODEL, &shape, regressors)?;
+        copy_output(
+            &outputs,
+            1,
+            self.name,
+            MODEL,
+            &[batch, NUM_ANCHORS, 1],
+            logits,
+        )
     }
 }

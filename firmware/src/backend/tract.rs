@@ -151,24 +151,38 @@ impl TractBackend {
         expected_shape: [usize; 2],
         out: &mut [f32],
     ) -> Result<(), InferenceError> {
-        let runtime = |e: TractError| InferenceError::Runtime {
-            backend: NAME,
-            model,
-            message: format!("{e:#}"),
-        };
-        let outputs = plan.run(inputs).map_err(runtime)?;
-        let output = &outputs[0];
-        if output.shape() != expected_shape {
-            return Err(InferenceError::OutputShape {
-                model,
-                expected: expected_shape.to_vec(),
-                found: output.shape().to_vec(),
-            });
-        }
-        let view = output.try_as_plain_ram().map_err(runtime)?;
-        out.copy_from_slice(view.as_slice::<f32>().map_err(runtime)?);
-        Ok(())
+        let outputs = plan.run(inputs).map_err(runtime_error(model))?;
+        copy_output(&outputs[0], model, &expected_shape, out)
     }
+}
+
+/// Turns a tract error while running `model` into an [`InferenceError`].
+fn runtime_error(model: &'static str) -> impl Fn(TractError) -> InferenceError {
+    move |e| InferenceError::Runtime {
+        backend: NAME,
+        model,
+        message: format!("{e:#}"),
+    }
+}
+
+/// Copies `output`, which must have the shape `expected`, into `out`.
+fn copy_output(
+    output: &TValue,
+    model: &'static str,
+    expected: &[usize],
+    out: &mut [f32],
+) -> Result<(), InferenceError> {
+    let runtime = runtime_error(model);
+    if output.shape() != expected {
+        return Err(InferenceError::OutputShape {
+            model,
+            expected: expected.to_vec(),
+            found: output.shape().to_vec(),
+        });
+    }
+    let view = output.try_as_plain_ram().map_err(&runtime)?;
+    out.copy_from_slice(view.as_slice::<f32>().map_err(runtime)?);
+    Ok(())
 }
 
 impl InferenceBackend for TractBackend {
@@ -262,37 +276,19 @@ impl FaceDetectorNetwork for TractFaceDetector {
 
     fn run(
         &self,
-        image: &[f32],
+        images: &[f32],
         batch: usize,
         regressors: &mut [f32],
         logits: &mut [f32],
     ) -> Result<(), InferenceError> {
         const MODEL: &str = "face detector";
-        check_detector_buffers(self, image, batch, regressors, logits)?;
-        let runtime = |e: TractError| InferenceError::Runtime {
-            backend: NAME,
-            model: MODEL,
-            message: format!("{e:#}"),
-        };
+        check_detector_buffers(self, images, batch, regressors, logits)?;
         let size = crate::detect::blaze::INPUT_SIZE;
-        let input = tensor_from(&[batch, 3, size, size], image, MODEL)?;
-        let outputs = self.plan.run(tvec![input]).map_err(runtime)?;
-        for (output, (out, width)) in outputs
-            .iter()
-            .zip([(regressors, REGRESSOR_LEN), (logits, 1)])
-        {
-            let expected = [batch, NUM_ANCHORS, width];
-            if output.shape() != expected {
-                return Err(InferenceError::OutputShape {
-                    model: MODEL,
-                    expected: expected.to_vec(),
-                    found: output.shape().to_vec(),
-                });
-            }
-            let view = output.try_as_plain_ram().map_err(runtime)?;
-            out.copy_from_slice(view.as_slice::<f32>().map_err(runtime)?);
-        }
-        Ok(())
+        let input = tensor_from(&[batch, 3, size, size], images, MODEL)?;
+        let outputs = self.plan.run(tvec![input]).map_err(runtime_error(MODEL))?;
+        let shape = [batch, NUM_ANCHORS, REGRESSOR_LEN];
+        copy_output(&outputs[0], MODEL, &shape, regressors)?;
+        copy_output(&outputs[1], MODEL, &[batch, NUM_ANCHORS, 1], logits)
     }
 }
 
@@ -303,9 +299,5 @@ fn tensor_from(
 ) -> Result<TValue, InferenceError> {
     Tensor::from_shape(shape, data)
         .map(IntoTValue::into_tvalue)
-        .map_err(|e| InferenceError::Runtime {
-            backend: NAME,
-            model,
-            message: format!("{e:#}"),
-        })
+        .map_err(runtime_error(model))
 }
