@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
+use crate::detect::DetectError;
 use crate::source::pixel_format::PixelFormat;
 pub use caer_board::linux_gpio::{LineConfig, PrivacyPinsConfig};
 
@@ -396,6 +397,18 @@ impl Default for BlazeDetectConfig {
             tile_sizes: default_blaze_tile_sizes(),
             score_threshold: default_blaze_score_threshold(),
             nms_iou: default_blaze_nms_iou(),
+        }
+    }
+}
+
+impl SeetaDetectConfig {
+    /// The detector's settings.
+    pub fn to_detector_config(&self) -> crate::detect::SeetaConfig {
+        crate::detect::SeetaConfig {
+            min_face_size: self.min_face_size,
+            score_threshold: self.score_threshold,
+            pyramid_scale_factor: self.pyramid_scale_factor,
+            window_step: self.window_step,
         }
     }
 }
@@ -1257,53 +1270,28 @@ impl DaemonConfig {
                  with annotations); use \"blaze\" or \"seeta\" for real frames",
             );
         }
-        let b = &self.detect.blaze;
-        if b.tile_sizes.is_empty() || b.tile_sizes.iter().any(|t| !(32..=4096).contains(t)) {
-            v.push(
-                "detect.blaze.tile_sizes",
-                format!(
-                    "is {:?}; it must list at least one size, each from 32 to 4096",
-                    b.tile_sizes
-                ),
-            );
-        }
-        if !(b.score_threshold > 0.0 && b.score_threshold < 1.0) {
-            v.push(
-                "detect.blaze.score_threshold",
-                format!("is {}; it must be between 0 and 1", b.score_threshold),
-            );
-        }
-        if !(b.nms_iou > 0.0 && b.nms_iou <= 1.0) {
-            v.push(
-                "detect.blaze.nms_iou",
-                format!("is {}; it must be in (0, 1]", b.nms_iou),
-            );
-        }
-        let d = &self.detect.seeta;
-        if d.min_face_size < 20 {
-            v.push(
-                "detect.seeta.min_face_size",
-                format!("is {}; at least 20", d.min_face_size),
-            );
-        }
-        if !(d.score_threshold.is_finite() && d.score_threshold > 0.0) {
-            v.push(
-                "detect.seeta.score_threshold",
-                format!("is {}; it must be above 0", d.score_threshold),
-            );
-        }
-        check_range(
-            &mut v,
-            "detect.seeta.pyramid_scale_factor",
-            f64::from(d.pyramid_scale_factor),
-            0.5,
-            0.95,
-        );
-        if !(1..=16).contains(&d.window_step) {
-            v.push(
-                "detect.seeta.window_step",
-                format!("is {}; it must be between 1 and 16", d.window_step),
-            );
+        // The detectors' own range checks, every issue named by its key.
+        let detectors = [
+            (
+                "detect.blaze",
+                self.detect.blaze.to_detector_config().issues(),
+            ),
+            (
+                "detect.seeta",
+                self.detect.seeta.to_detector_config().issues(),
+            ),
+        ];
+        for (table, issues) in detectors {
+            for issue in issues {
+                if let DetectError::Config {
+                    field,
+                    value,
+                    reason,
+                } = issue
+                {
+                    v.push(&format!("{table}.{field}"), format!("is {value}; {reason}"));
+                }
+            }
         }
 
         let t = &self.track;
@@ -2017,6 +2005,27 @@ mod tests {
             assert!(found.contains(&key), "{key} not in {found:?}");
         }
         assert!(!found.contains(&"device.id"));
+    }
+
+    #[test]
+    fn detector_settings_out_of_range_are_each_named_by_key() {
+        let text = format!(
+            "{MINIMAL}\n[detect.blaze]\ntile_sizes = [224, 8]\nscore_threshold = 1.5\nnms_iou = 0.0\n\
+             [detect.seeta]\nmin_face_size = 10\nwindow_step = 0\n"
+        );
+        let found = issues(&text);
+        assert_eq!(
+            keys(&found),
+            [
+                "detect.blaze.tile_sizes",
+                "detect.blaze.score_threshold",
+                "detect.blaze.nms_iou",
+                "detect.seeta.min_face_size",
+                "detect.seeta.window_step",
+            ],
+            "{found:?}"
+        );
+        assert!(found[1].reason.contains("1.5"), "{found:?}");
     }
 
     #[test]

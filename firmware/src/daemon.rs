@@ -57,7 +57,7 @@ use crate::config::{
     ConfigIssue, DaemonConfig, DetectorKind, SourceConfig, SourceKind, ValidatedConfig,
 };
 use crate::crop::{ContextBoxes, ContextConfig};
-use crate::detect::{AnnotatedDetector, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
+use crate::detect::{AnnotatedDetector, BlazeDetector, FaceDetector, SeetaDetector};
 use crate::error::ClassifyError;
 use crate::fleet::{
     self, BackendStatus, CmdAck, Command, ConfigAck, ControlRequest, LatencyFigures, ModelInfo,
@@ -449,15 +449,7 @@ fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError> {
     };
     let detector: Box<dyn FaceDetector> = match c.detect.kind {
         DetectorKind::Annotated => Box::new(AnnotatedDetector),
-        DetectorKind::Seeta => {
-            let s = &c.detect.seeta;
-            Box::new(SeetaDetector::new(SeetaConfig {
-                min_face_size: s.min_face_size,
-                score_threshold: s.score_threshold,
-                pyramid_scale_factor: s.pyramid_scale_factor,
-                window_step: s.window_step,
-            })?)
-        }
+        DetectorKind::Seeta => Box::new(SeetaDetector::new(c.detect.seeta.to_detector_config())?),
         DetectorKind::Blaze => {
             let (bundle, selected) = loaded.as_ref().expect("loaded for the blaze detector");
             let network = selected.backend.load_face_detector(bundle)?;

@@ -67,37 +67,43 @@ impl Default for BlazeConfig {
 }
 
 impl BlazeConfig {
-    fn validate(&self) -> Result<(), DetectError> {
-        let err = |field, value: String, reason| {
-            Err(DetectError::Config {
-                field,
-                value,
-                reason,
-            })
+    /// Every setting out of range, each a [`DetectError::Config`]; empty when all are fine.
+    /// (`caerd`'s configuration check reports them all under `detect.blaze`.)
+    pub fn issues(&self) -> Vec<DetectError> {
+        let mut issues = Vec::new();
+        let mut check = |ok: bool, field, value: String, reason| {
+            if !ok {
+                issues.push(DetectError::Config {
+                    field,
+                    value,
+                    reason,
+                });
+            }
         };
         let sizes = &self.tile_sizes;
-        if sizes.is_empty() || sizes.iter().any(|s| !TILE_SIZE_RANGE.contains(s)) {
-            return err(
-                "tile_sizes",
-                format!("{sizes:?}"),
-                "it must list at least one size, each from 32 to 4096",
-            );
-        }
-        if !(self.score_threshold > 0.0 && self.score_threshold < 1.0) {
-            return err(
-                "score_threshold",
-                self.score_threshold.to_string(),
-                "it must be between 0 and 1",
-            );
-        }
-        if !(self.nms_iou > 0.0 && self.nms_iou <= 1.0) {
-            return err(
-                "nms_iou",
-                self.nms_iou.to_string(),
-                "it must be above 0 and at most 1",
-            );
-        }
-        Ok(())
+        check(
+            !sizes.is_empty() && sizes.iter().all(|s| TILE_SIZE_RANGE.contains(s)),
+            "tile_sizes",
+            format!("{sizes:?}"),
+            "it must list at least one size, each from 32 to 4096",
+        );
+        check(
+            self.score_threshold > 0.0 && self.score_threshold < 1.0,
+            "score_threshold",
+            self.score_threshold.to_string(),
+            "it must be between 0 and 1",
+        );
+        check(
+            self.nms_iou > 0.0 && self.nms_iou <= 1.0,
+            "nms_iou",
+            self.nms_iou.to_string(),
+            "it must be above 0 and at most 1",
+        );
+        issues
+    }
+
+    fn validate(&self) -> Result<(), DetectError> {
+        self.issues().into_iter().next().map_or(Ok(()), Err)
     }
 }
 

@@ -52,43 +52,48 @@ impl Default for SeetaConfig {
 }
 
 impl SeetaConfig {
-    fn validate(&self) -> Result<(), DetectError> {
-        let err = |field, value: String, reason| {
-            Err(DetectError::Config {
-                field,
-                value,
-                reason,
-            })
+    /// Every setting out of range, each a [`DetectError::Config`]; empty when all are fine.
+    /// (`caerd`'s configuration check reports them all under `detect.seeta`.)
+    pub fn issues(&self) -> Vec<DetectError> {
+        let mut issues = Vec::new();
+        let mut check = |ok: bool, field, value: String, reason| {
+            if !ok {
+                issues.push(DetectError::Config {
+                    field,
+                    value,
+                    reason,
+                });
+            }
         };
-        if self.min_face_size < MIN_FACE_SIZE {
-            return err(
-                "min_face_size",
-                self.min_face_size.to_string(),
-                "it must be at least 20",
-            );
-        }
-        if !(self.score_threshold > 0.0 && self.score_threshold.is_finite()) {
-            return err(
-                "score_threshold",
-                self.score_threshold.to_string(),
-                "it must be above 0",
-            );
-        }
-        if !(0.5..=0.95).contains(&self.pyramid_scale_factor) {
-            return err(
-                "pyramid_scale_factor",
-                self.pyramid_scale_factor.to_string(),
-                "it must be between 0.5 and 0.95",
-            );
-        }
-        if !(1..=16).contains(&self.window_step) {
-            return err(
-                "window_step",
-                self.window_step.to_string(),
-                "it must be between 1 and 16",
-            );
-        }
-        Ok(())
+        check(
+            self.min_face_size >= MIN_FACE_SIZE,
+            "min_face_size",
+            self.min_face_size.to_string(),
+            "it must be at least 20",
+        );
+        check(
+            self.score_threshold > 0.0 && self.score_threshold.is_finite(),
+            "score_threshold",
+            self.score_threshold.to_string(),
+            "it must be above 0",
+        );
+        check(
+            (0.5..=0.95).contains(&self.pyramid_scale_factor),
+            "pyramid_scale_factor",
+            self.pyramid_scale_factor.to_string(),
+            "it must be between 0.5 and 0.95",
+        );
+        check(
+            (1..=16).contains(&self.window_step),
+            "window_step",
+            self.window_step.to_string(),
+            "it must be between 1 and 16",
+        );
+        issues
+    }
+
+    fn validate(&self) -> Result<(), DetectError> {
+        self.issues().into_iter().next().map_or(Ok(()), Err)
     }
 }
 
