@@ -363,6 +363,16 @@ impl Bundle {
         m.files.face_detector.as_ref().zip(m.face_detector.as_ref())
     }
 
+    /// The face detector network's manifest entry, for a backend to load; an error naming
+    /// the bundle if it has none.
+    pub fn face_detector_file(&self) -> Result<&FileEntry, BundleError> {
+        self.face_detector()
+            .map(|(entry, _)| entry)
+            .ok_or_else(|| BundleError::NoFaceDetector {
+                dir: self.dir.clone(),
+            })
+    }
+
     /// Absolute path of a file entry of this bundle.
     pub fn path_of(&self, entry: &FileEntry) -> PathBuf {
         self.dir.join(&entry.path)

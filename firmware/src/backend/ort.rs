@@ -527,11 +527,7 @@ impl InferenceBackend for OrtBackend {
         &self,
         bundle: &Bundle,
     ) -> Result<Arc<dyn FaceDetectorNetwork>, BackendError> {
-        let (entry, _) = bundle.face_detector().ok_or_else(|| {
-            OrtError::Model(BundleError::NoFaceDetector {
-                dir: bundle.dir().to_owned(),
-            })
-        })?;
+        let entry = bundle.face_detector_file().map_err(OrtError::Model)?;
         // The network is small and fixed-size: CUDA serves it without a TensorRT engine.
         #[cfg(feature = "cuda")]
         let providers = if self.on_gpu {

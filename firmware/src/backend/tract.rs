@@ -218,12 +218,7 @@ impl InferenceBackend for TractBackend {
         &self,
         bundle: &Bundle,
     ) -> Result<Arc<dyn FaceDetectorNetwork>, BackendError> {
-        let (entry, _) = bundle
-            .face_detector()
-            .ok_or_else(|| BundleError::NoFaceDetector {
-                dir: bundle.dir().to_owned(),
-            })
-            .map_err(BackendError::Tract)?;
+        let entry = bundle.face_detector_file().map_err(BackendError::Tract)?;
         // One tile per call: tract ran a batch of 8 no faster per tile (on 2 cores), and a
         // fixed batch optimises better than a symbolic one.
         let size = crate::detect::blaze::INPUT_SIZE;
