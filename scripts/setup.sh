@@ -13,7 +13,7 @@ vm_kernel=${CAER_VM_KERNEL_DIR:-/opt/caer/vm/linux}
 # (systemd-analyze) and shellcheck: the board's unit file and install script tests;
 # libclang-dev: the v4l crate's bindings (feature v4l2); python3-venv: the Python environment;
 # qemu-system-x86, busybox-static, cpio, xz-utils: the vivid VM test (tests/tests/vivid.rs);
-# ffmpeg: the video file source and its tests.
+# ffmpeg: the video file source and its tests. What the build itself needs: build-deps.sh.
 apt_packages=(mosquitto strace systemd shellcheck libclang-dev pkg-config python3-venv
   qemu-system-x86 busybox-static cpio xz-utils ffmpeg)
 
@@ -21,6 +21,7 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust >= 1.85 with clippy and rustfmt (https://rustup.rs)" >&2
   exit 1
 fi
+scripts/build-deps.sh
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")

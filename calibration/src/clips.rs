@@ -18,7 +18,7 @@
 //!   each face box ([`caer::crop::ContextBoxes`]); otherwise the whole frame (reference).
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,12 +26,12 @@ use caer::backend::FaceDetectorNetwork;
 use caer::crop::{ContextBoxes, ContextConfig};
 use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
 use caer::frame::Frame;
-use caer::preprocess::RgbFrame;
+use caer::preprocess::{pixel_box, PixelBox, RgbFrame};
 use caer::sampling::sample_indices;
 use caer::track::{Tracker, TrackerConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{face_key, frame_files, BoxFile, ClipList, ListEntry};
+use crate::dataset::{frame_files, BoxFile, ClipList, ListEntry};
 use crate::error::{ClipError, Error};
 
 /// Where a stream's boxes came from.
@@ -153,21 +153,24 @@ impl ClipLoader {
     pub fn load(&mut self, list: &ClipList, entry: &ListEntry) -> Result<LoadedClip, ClipError> {
         let files = frame_files(&list.frame_dir(entry), entry.num_frames)?;
         let t = self.frames_per_clip;
-        let sampled = sample_indices(files.len(), t).expect("a listed clip has frames and T > 0");
-        let decoded = frames_to_decode(files.len(), &sampled, t);
+        // As the official loader: the list's num_frames drives the sampling, whose indices
+        // point into the folder's sorted listing (`frame_files` checked it is long enough).
+        let sampled =
+            sample_indices(entry.num_frames, t).expect("a listed clip has frames and T > 0");
+        let decoded = frames_to_decode(entry.num_frames, &sampled, t);
 
         // Box entries first: a malformed one skips the clip before any decoding.
         let face_from_file = match &self.face_boxes {
             Some(boxes) => Some(
                 decoded
                     .iter()
-                    .map(|&i| boxes.get(&face_key(&entry.frame_dir, &files[i])))
+                    .map(|&i| boxes.face(&entry.frame_dir, &file_name(&files[i])))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             None => None,
         };
         let body_from_file = match &self.body_boxes {
-            Some(boxes) => boxes.get(&entry.frame_dir)?,
+            Some(boxes) => boxes.body(&entry.frame_dir)?,
             None => None,
         };
 
@@ -227,20 +230,23 @@ fn frames_to_decode(num_frames: usize, sampled: &[usize], t: usize) -> Vec<usize
     }
 }
 
-fn decode(path: &std::path::Path) -> Result<image::RgbImage, ClipError> {
-    let decode_err = |source| ClipError::Decode {
+/// A frame as the reference decodes it (JPEG through libjpeg-turbo, like Pillow).
+fn decode(path: &Path) -> Result<image::RgbImage, ClipError> {
+    caer::decode::file_to_rgb(path).map_err(|source| ClipError::Decode {
         path: path.to_owned(),
         source,
-    };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| decode_err(image::ImageError::IoError(e)))?
-        .with_guessed_format()
-        .map_err(|e| decode_err(image::ImageError::IoError(e)))?;
-    Ok(reader.decode().map_err(decode_err)?.to_rgb8())
+    })
 }
 
 /// Face boxes per decoded frame and the clip's body box.
-type ClipBoxes = (Vec<Option<[f32; 4]>>, Option<[f32; 4]>);
+type ClipBoxes = (Vec<Option<PixelBox>>, Option<PixelBox>);
+
+/// A frame file's name, as the official loader's `os.path.basename` gives it.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 /// Face boxes per frame and the clip's body box, from the detector and the tracker.
 fn detect_clip(
@@ -299,7 +305,7 @@ fn detect_clip(
             track
                 .iter()
                 .min_by_key(|(j, _)| (j.abs_diff(k), *j))
-                .map(|(_, b)| *b)
+                .map(|(_, b)| pixel_box(*b))
         })
         .collect();
     let mut body: Option<[f32; 4]> = None;
@@ -315,7 +321,7 @@ fn detect_clip(
             ],
         });
     }
-    Ok((faces, body))
+    Ok((faces, body.map(pixel_box)))
 }
 
 /// A clip ready for the model.
@@ -332,9 +338,9 @@ pub struct LoadedClip {
     /// The decoded frames, aligned with [`LoadedClip::frame_indices`].
     pub frames: Vec<Frame>,
     /// Face box of each decoded frame (`None`: the whole frame).
-    pub face_boxes: Vec<Option<[f32; 4]>>,
+    pub face_boxes: Vec<Option<PixelBox>>,
     /// The clip's body box (`None`: the whole frame).
-    pub body_box: Option<[f32; 4]>,
+    pub body_box: Option<PixelBox>,
     /// Where the face boxes came from.
     pub face_source: BoxSource,
     /// Where the body box came from.

@@ -17,11 +17,13 @@ use caer::preprocess::Preprocessor;
 use serde::{Deserialize, Serialize};
 
 use crate::clips::LoadedClip;
-use crate::dataset::IMAGE_EXTENSIONS;
 use crate::error::{ClipError, ClipIssue, Error};
 use crate::plan::{ResolvedBundle, ResolvedDataset};
 use crate::progress::Progress;
 use crate::report::{generator, SkippedClip};
+
+/// Image files already in an output folder, counted before writing crops there.
+const CROP_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Everything `collect` runs with, resolved.
 pub struct CollectPlan {
@@ -82,7 +84,7 @@ fn images_in(dir: &Path) -> Result<usize, Error> {
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        n += usize::from(IMAGE_EXTENSIONS.iter().any(|k| ext.eq_ignore_ascii_case(k)));
+        n += usize::from(CROP_EXTENSIONS.iter().any(|k| ext.eq_ignore_ascii_case(k)));
     }
     Ok(n)
 }

@@ -146,6 +146,14 @@ pub enum DatasetError {
         #[source]
         source: serde_json::Error,
     },
+    /// A box file is larger than the bench reads.
+    #[error("box file {} is larger than {limit} bytes", path.display())]
+    BoxTooLarge {
+        /// The box file.
+        path: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
     /// A box file is JSON but not an object.
     #[error(
         "box file {} must be one JSON object mapping paths to [left, top, right, bottom]; it is {found}",
@@ -197,7 +205,7 @@ pub enum ClipError {
         source: std::io::Error,
     },
     /// The directory's frame count differs from the list's.
-    #[error("{} holds {found} frames (.png, .jpg, .jpeg); the list says {listed}", path.display())]
+    #[error("{} holds {found} frames (entries not starting with '.'); the list says {listed}", path.display())]
     FrameCount {
         /// The directory.
         path: PathBuf,
@@ -213,7 +221,7 @@ pub enum ClipError {
         path: PathBuf,
         /// The decoder's error.
         #[source]
-        source: image::ImageError,
+        source: caer::decode::DecodeError,
     },
     /// A box file entry that this clip needs is malformed.
     #[error(

@@ -182,14 +182,8 @@ pub fn run(plan: &mut EvalPlan, progress: &Progress) -> Result<EvalOutcome, Erro
         dataset: DatasetInfo {
             list: settings.list.display().to_string(),
             root: plan.dataset.list.root.display().to_string(),
-            face_boxes: settings
-                .face_boxes
-                .as_ref()
-                .map(|p| p.display().to_string()),
-            body_boxes: settings
-                .body_boxes
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            face_boxes: joined_paths(&settings.face_boxes),
+            body_boxes: joined_paths(&settings.body_boxes),
             face_source: plan.dataset.loader.face_source(),
             body_source: plan.dataset.loader.body_source(),
         },
@@ -222,4 +216,9 @@ pub fn run(plan: &mut EvalPlan, progress: &Progress) -> Result<EvalOutcome, Erro
         clips: records,
     };
     Ok(EvalOutcome { report, issues })
+}
+
+/// Paths as the report shows them.
+fn joined_paths(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
 }

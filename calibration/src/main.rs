@@ -108,14 +108,15 @@ struct DataArgs {
     /// file's folder].
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
-    /// Face boxes: a JSON object mapping "<frame_dir>/<file>" to [left, top, right, bottom]
-    /// or null (whole frame).
+    /// Face boxes: a JSON object in the official format {"<frame_dir>": {"<file>": [left,
+    /// top, right, bottom]}} or the flat one {"<frame_dir>/<file>": [...]}; null means the
+    /// whole frame. Repeat to merge several files (a later file's entry wins).
     #[arg(long, value_name = "FILE")]
-    face_boxes: Option<PathBuf>,
+    face_boxes: Vec<PathBuf>,
     /// Body boxes: a JSON object mapping "<frame_dir>" to [left, top, right, bottom] or null
-    /// (whole frame).
+    /// (whole frame). Repeat to merge several files.
     #[arg(long, value_name = "FILE")]
-    body_boxes: Option<PathBuf>,
+    body_boxes: Vec<PathBuf>,
     /// How to find faces when no --face-boxes file is given.
     #[arg(long, value_enum, default_value_t = DetectorArg::Blaze)]
     detector: DetectorArg,

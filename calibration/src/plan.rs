@@ -82,10 +82,10 @@ pub struct DatasetSettings {
     pub list: PathBuf,
     /// The dataset root; the list file's folder if `None`.
     pub root: Option<PathBuf>,
-    /// Face box file.
-    pub face_boxes: Option<PathBuf>,
-    /// Body box file.
-    pub body_boxes: Option<PathBuf>,
+    /// Face box files, merged in order (none: detect faces).
+    pub face_boxes: Vec<PathBuf>,
+    /// Body box files, merged in order (none: derive context boxes, or whole frames).
+    pub body_boxes: Vec<PathBuf>,
     /// How to find faces without a face box file.
     pub detector: DetectorChoice,
     /// Only the first `limit` clips of the list.
@@ -112,8 +112,13 @@ impl DatasetSettings {
         backend: Option<&Arc<dyn InferenceBackend>>,
     ) -> Result<ResolvedDataset, Error> {
         let list = ClipList::read(&self.list, self.root.as_deref())?;
-        let face = self.face_boxes.as_deref().map(BoxFile::read).transpose()?;
-        let body = self.body_boxes.as_deref().map(BoxFile::read).transpose()?;
+        let merged = |paths: &[PathBuf]| {
+            (!paths.is_empty())
+                .then(|| BoxFile::read_merged(paths))
+                .transpose()
+        };
+        let face = merged(&self.face_boxes)?;
+        let body = merged(&self.body_boxes)?;
         let network = || {
             let tract;
             let backend = match backend {

@@ -43,10 +43,10 @@ pub struct DatasetInfo {
     pub list: String,
     /// The root the frame directories are relative to.
     pub root: String,
-    /// The face box file, if any.
-    pub face_boxes: Option<String>,
-    /// The body box file, if any.
-    pub body_boxes: Option<String>,
+    /// The face box files, in merge order (none: faces were detected).
+    pub face_boxes: Vec<String>,
+    /// The body box files, in merge order.
+    pub body_boxes: Vec<String>,
     /// Where face boxes came from.
     pub face_source: BoxSource,
     /// Where body boxes came from.
@@ -120,7 +120,7 @@ pub struct ClipRecord {
     /// Where the body box came from.
     pub body_source: BoxSource,
     /// The body box used (`null`: whole frame).
-    pub body_box: Option<[f32; 4]>,
+    pub body_box: Option<[f64; 4]>,
     /// The model's raw logits.
     pub logits: [f32; NUM_CLASSES],
     /// The calibrated logits, when a calibration was applied.

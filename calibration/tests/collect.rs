@@ -32,9 +32,9 @@ fn collect_writes_the_firmware_crops_of_every_sampled_position() {
     let golden = parity();
     let sampled: Vec<usize> =
         serde_json::from_value(golden["sampled_indices"].clone()).expect("indices");
-    let face_boxes: Vec<Option<[f32; 4]>> =
+    let face_boxes: Vec<Option<[f64; 4]>> =
         serde_json::from_value(golden["face_boxes"].clone()).expect("faces");
-    let body_box: Option<[f32; 4]> =
+    let body_box: Option<[f64; 4]> =
         serde_json::from_value(golden["body_box"].clone()).expect("body");
     let mut preprocessor = Preprocessor::new(224, 20);
     let mut expected = vec![0u8; preprocessor.crop_len()];

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod clip_parity;
 mod collect;
 mod compare;
 mod errors;

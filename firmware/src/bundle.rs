@@ -194,7 +194,10 @@ pub struct PreprocessingSpec {
     pub face_margin_px: u32,
     /// `bilinear-stretch`.
     pub face_resize: String,
-    /// `bilinear-letterbox-black`.
+    /// `pillow-crop-unclamped`: the body box is cropped as Pillow's `Image.crop` does (rounded
+    /// half to even, not clamped, black outside the frame).
+    pub context_crop: String,
+    /// `opencv-linear-letterbox-black`: OpenCV's `INTER_LINEAR` resize, black border.
     pub context_resize: String,
     /// `pillow-bilinear`.
     pub resampler: String,
@@ -699,10 +702,11 @@ fn check_preprocessing(p: &PreprocessingSpec) -> Result<(), BundleError> {
     text("color", &p.color, "RGB")?;
     text("layout", &p.layout, "NCHW")?;
     text("face_resize", &p.face_resize, "bilinear-stretch")?;
+    text("context_crop", &p.context_crop, "pillow-crop-unclamped")?;
     text(
         "context_resize",
         &p.context_resize,
-        "bilinear-letterbox-black",
+        "opencv-linear-letterbox-black",
     )?;
     text("resampler", &p.resampler, "pillow-bilinear")?;
     // The scale is written as a decimal; accept it to within f32 precision of 1/255.
@@ -860,7 +864,8 @@ mod tests {
                 "color": "RGB", "layout": "NCHW", "scale": 0.00392156862745098,
                 "mean": null, "std": null,
                 "face_margin_px": 20, "face_resize": "bilinear-stretch",
-                "context_resize": "bilinear-letterbox-black", "resampler": "pillow-bilinear"
+                "context_crop": "pillow-crop-unclamped",
+                "context_resize": "opencv-linear-letterbox-black", "resampler": "pillow-bilinear"
             },
             "files": files,
             "source": {"exporter": "test", "extra": 1},

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::backend::InferenceBackend;
 use crate::bundle::{CoarseLabel, ModelDims, NUM_CLASSES};
 use crate::error::{ClassifyError, InferenceError, PreprocessError};
-use crate::preprocess::{Preprocessor, RgbFrame};
+use crate::preprocess::{pixel_box, PixelBox, Preprocessor, RgbFrame};
 use crate::sampling::sample_indices;
 use crate::window::FeatureWindow;
 
@@ -173,8 +173,8 @@ impl ClipClassifier {
     pub fn classify(
         &mut self,
         frames: &[RgbFrame<'_>],
-        face_boxes: &[Option<[f32; 4]>],
-        body_box: Option<[f32; 4]>,
+        face_boxes: &[Option<PixelBox>],
+        body_box: Option<PixelBox>,
     ) -> Result<ClipResult, ClassifyError> {
         if face_boxes.len() != frames.len() {
             return Err(ClassifyError::FaceBoxCount {
@@ -412,9 +412,9 @@ impl StreamingClassifier {
             |i, pixels| {
                 let track = &tracks[i / 2];
                 let result = if i % 2 == 0 {
-                    preprocessor.face_input(frame, track.face_box, pixels)
+                    preprocessor.face_input(frame, track.face_box.map(pixel_box), pixels)
                 } else {
-                    preprocessor.context_input(frame, track.context_box, pixels)
+                    preprocessor.context_input(frame, track.context_box.map(pixel_box), pixels)
                 };
                 result.map_err(|source: PreprocessError| ClassifyError::Track {
                     track_id: track.track_id,

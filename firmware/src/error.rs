@@ -195,19 +195,40 @@ pub enum PreprocessError {
         /// `face` or `body`.
         what: &'static str,
         /// The box, `[left, top, right, bottom]`.
-        bbox: [f32; 4],
+        bbox: [f64; 4],
     },
-    /// A box leaves no pixels once clamped to the frame.
+    /// A box leaves no pixels once clamped to the frame (face), or once rounded (body).
     #[error("{what} box {bbox:?} covers no pixels of the {width}x{height} frame")]
     EmptyCrop {
         /// `face` or `body`.
         what: &'static str,
         /// The box, `[left, top, right, bottom]`.
-        bbox: [f32; 4],
+        bbox: [f64; 4],
         /// Frame width.
         width: u32,
         /// Frame height.
         height: u32,
+    },
+    /// A body box whose right edge lies left of its left edge, or bottom above top (Pillow's
+    /// `Image.crop` refuses it too).
+    #[error(
+        "body box {bbox:?} is inverted: right must not be less than left, nor bottom than top"
+    )]
+    InvertedBox {
+        /// The box, `[left, top, right, bottom]`.
+        bbox: [f64; 4],
+    },
+    /// A body box so large that the reference refuses it (Pillow's decompression-bomb limit).
+    #[error(
+        "body box {bbox:?} crops {pixels} pixels, more than the {limit} the reference accepts"
+    )]
+    OversizedBox {
+        /// The box, `[left, top, right, bottom]`.
+        bbox: [f64; 4],
+        /// Pixels of the crop.
+        pixels: u64,
+        /// The limit.
+        limit: u64,
     },
     /// A crop so thin that letterboxing scales one side to zero pixels.
     #[error("body crop {width}x{height} letterboxes to zero pixels on one side")]

@@ -1,25 +1,46 @@
 //! The reference preprocessing: RGB frames and boxes to `S`x`S` crops, then to model input.
 //!
-//! What the reference (Python, Pillow) does, step for step:
+//! What the official CLIP-CAER data loader does, step for step (`model-export`'s
+//! `caer_export.preprocess` makes the same library calls and writes the goldens):
 //!
-//! - **Face stream**: the face box `[left, top, right, bottom]` is cast to integers by
-//!   truncation toward zero (Python `int()`), grown by the margin (20 px) on every side,
-//!   clamped to `[0, W] x [0, H]`, cropped, and resized to `S`x`S` without keeping the aspect
-//!   ratio. A frame without a face box uses the whole frame.
-//! - **Context stream**: the frame is cropped to the body box (integer cast, clamped; the whole
-//!   frame if none), then letterboxed: scaled by `r = min(S/w, S/h)` to `(int(w*r), int(h*r))`
-//!   and pasted on black at `((S-nw)//2, (S-nh)//2)`, so the odd pixel goes bottom/right.
-//! - Resizing is Pillow's `BILINEAR`: a convolution whose support grows with the downscale
-//!   factor (antialiased), with 8-bit rounding between the horizontal and vertical passes,
-//!   reproduced bit for bit by the private `resample` module (see there why not a crate).
+//! - **Face stream** (Pillow): the face box `[left, top, right, bottom]` is cast to integers
+//!   by truncation toward zero (Python `int()`), grown by the margin (20 px) on every side,
+//!   clamped to `[0, W] x [0, H]`, cropped, and resized to `S`x`S` with Pillow's `BILINEAR`
+//!   without keeping the aspect ratio: a convolution whose support grows with the downscale
+//!   factor (antialiased), reproduced bit for bit by the private `resample` module. A frame
+//!   without a face box uses the whole frame.
+//! - **Context stream** (Pillow, then OpenCV): the frame is cropped to the body box as
+//!   Pillow's `Image.crop` does: each coordinate rounded half to even (Python `round()`),
+//!   **not** clamped, and what lies outside the frame is black (the whole frame if there is
+//!   no box). Then letterboxed: `r = min(S/w, S/h)`, `cv2.resize` to `(int(w*r), int(h*r))`
+//!   with OpenCV's `INTER_LINEAR` (8-bit fixed point, no antialiasing: the `cv_resize`
+//!   module), and a black border around it, the odd pixel going bottom/right.
 //! - Model input: `[3, S, S]` `f32` planes, `x / 255`, no mean/std.
 //!
-//! Bounds: a [`Preprocessor`] owns its resizer's scratch buffers and reuses them; once it has
-//! seen the largest crop, no call allocates. Crops are written into caller-provided
-//! buffers of exactly `3*S*S` elements (HWC `u8` for crops, CHW `f32` for model input).
+//! Boxes are `f64`, as the reference's JSON numbers are: rounding and truncation then agree
+//! with Python's on every value (an `f32` box is widened exactly).
+//!
+//! Bounds: a [`Preprocessor`] owns its resizers' scratch buffers and reuses them; once it has
+//! seen the largest crop, no call allocates. The body crop is never copied out of the frame:
+//! the resizer reads the frame through the crop window. Crops are written into
+//! caller-provided buffers of exactly `3*S*S` elements (HWC `u8` for crops, CHW `f32` for
+//! model input).
 
+use crate::cv_resize::{CvLinear, Window};
 use crate::error::PreprocessError;
 use crate::resample::{PillowBilinear, Rect};
+
+/// A box `[left, top, right, bottom]` in frame pixels.
+pub type PixelBox = [f64; 4];
+
+/// Widens an `f32` box (a detector's or the tracker's) exactly.
+pub fn pixel_box(b: [f32; 4]) -> PixelBox {
+    b.map(f64::from)
+}
+
+/// The most pixels a body crop may have: twice Pillow's `MAX_IMAGE_PIXELS`, beyond which
+/// Pillow's `Image.crop` raises `DecompressionBombError`.
+pub const MAX_BODY_CROP_PIXELS: u64 = 2 * (1024 * 1024 * 1024 / 4 / 3);
 
 /// The reference margin grown around face boxes, in pixels.
 pub const DEFAULT_FACE_MARGIN: u32 = 20;
@@ -94,7 +115,7 @@ pub struct CropRect {
 
 /// Python's `int()` of a box coordinate: truncation toward zero (saturating far outside the
 /// frame, which clamping then absorbs).
-fn py_int(v: f32) -> i64 {
+fn py_int(v: f64) -> i64 {
     v as i64
 }
 
@@ -102,7 +123,7 @@ fn py_int(v: f32) -> i64 {
 /// whole frame if there is no box.
 fn clamp_box(
     what: &'static str,
-    bbox: Option<[f32; 4]>,
+    bbox: Option<PixelBox>,
     margin: u32,
     width: u32,
     height: u32,
@@ -127,7 +148,7 @@ fn clamp_box(
     if r <= l || b <= t {
         return Err(PreprocessError::EmptyCrop {
             what,
-            bbox: bbox.unwrap_or([0.0, 0.0, width as f32, height as f32]),
+            bbox: bbox.unwrap_or([0.0, 0.0, f64::from(width), f64::from(height)]),
             width,
             height,
         });
@@ -146,20 +167,66 @@ fn clamp_box(
 pub fn face_rect(
     width: u32,
     height: u32,
-    face_box: Option<[f32; 4]>,
+    face_box: Option<PixelBox>,
     margin: u32,
 ) -> Result<CropRect, PreprocessError> {
     clamp_box("face", face_box, margin, width, height)
 }
 
-/// The context crop rectangle: the body box cast to integers and clamped to the frame; the
-/// whole frame if there is no box.
-pub fn body_rect(
+/// The context crop window, as Pillow's `Image.crop` computes it: each coordinate rounded
+/// half to even, not clamped (the part outside the frame reads black); the whole frame if
+/// there is no box.
+pub fn body_window(
     width: u32,
     height: u32,
-    body_box: Option<[f32; 4]>,
-) -> Result<CropRect, PreprocessError> {
-    clamp_box("body", body_box, 0, width, height)
+    body_box: Option<PixelBox>,
+) -> Result<Window, PreprocessError> {
+    let Some(b) = body_box else {
+        return Ok(Window {
+            left: 0,
+            top: 0,
+            width,
+            height,
+        });
+    };
+    if b.iter().any(|v| !v.is_finite()) {
+        return Err(PreprocessError::NonFiniteBox {
+            what: "body",
+            bbox: b,
+        });
+    }
+    if b[2] < b[0] || b[3] < b[1] {
+        return Err(PreprocessError::InvertedBox { bbox: b });
+    }
+    // `round_ties_even` is Python's round(); the values are finite, and `as` saturates far
+    // outside any frame, where the size check below refuses the box.
+    let [l, t, r, bt] = b.map(|v| v.round_ties_even() as i64);
+    // In i128: far outside the frame, `r - l` overflows i64.
+    let side =
+        |lo: i64, hi: i64| (i128::from(hi) - i128::from(lo)).min(i128::from(u64::MAX)) as u64;
+    let (w, h) = (side(l, r), side(t, bt));
+    if w == 0 || h == 0 {
+        return Err(PreprocessError::EmptyCrop {
+            what: "body",
+            bbox: b,
+            width,
+            height,
+        });
+    }
+    let pixels = w.saturating_mul(h);
+    if pixels > MAX_BODY_CROP_PIXELS || w > u64::from(u32::MAX) || h > u64::from(u32::MAX) {
+        return Err(PreprocessError::OversizedBox {
+            bbox: b,
+            pixels,
+            limit: MAX_BODY_CROP_PIXELS,
+        });
+    }
+    Ok(Window {
+        left: l,
+        top: t,
+        width: w as u32,
+        height: h as u32,
+    })
 }
 
 /// The letterboxed size of a `width`x`height` crop in an `size`x`size` square, computed in
@@ -197,7 +264,10 @@ pub fn write_chw(crop: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
 pub struct Preprocessor {
     size: u32,
     face_margin: u32,
-    resizer: PillowBilinear,
+    /// The face stream's resizer.
+    pillow: PillowBilinear,
+    /// The context stream's resizer.
+    opencv: CvLinear,
     /// `3*S*S`.
     crop_len: usize,
     /// One crop, for the `*_input` methods.
@@ -220,7 +290,8 @@ impl Preprocessor {
         Preprocessor {
             size,
             face_margin,
-            resizer: PillowBilinear::default(),
+            pillow: PillowBilinear::default(),
+            opencv: CvLinear::default(),
             crop_len: 3 * input_size * input_size,
             crop: vec![0; 3 * input_size * input_size],
         }
@@ -240,7 +311,7 @@ impl Preprocessor {
     pub fn face_crop(
         &mut self,
         frame: RgbFrame<'_>,
-        face_box: Option<[f32; 4]>,
+        face_box: Option<PixelBox>,
         out: &mut [u8],
     ) -> Result<(), PreprocessError> {
         self.check_crop_buffer(out.len())?;
@@ -252,7 +323,7 @@ impl Preprocessor {
             width: size,
             height: size,
         };
-        self.resizer.resize(
+        self.pillow.resize(
             frame.pixels,
             frame.width as usize,
             rect.into(),
@@ -267,33 +338,31 @@ impl Preprocessor {
     pub fn context_crop(
         &mut self,
         frame: RgbFrame<'_>,
-        body_box: Option<[f32; 4]>,
+        body_box: Option<PixelBox>,
         out: &mut [u8],
     ) -> Result<(), PreprocessError> {
         self.check_crop_buffer(out.len())?;
-        let rect = body_rect(frame.width, frame.height, body_box)?;
-        let (nw, nh) = letterbox_size(rect.width, rect.height, self.size);
+        let window = body_window(frame.width, frame.height, body_box)?;
+        let (nw, nh) = letterbox_size(window.width, window.height, self.size);
         if nw == 0 || nh == 0 {
             return Err(PreprocessError::DegenerateLetterbox {
-                width: rect.width,
-                height: rect.height,
+                width: window.width,
+                height: window.height,
             });
         }
         out.fill(0);
-        let size = self.size;
-        let to = Rect {
-            left: ((size - nw) / 2) as usize,
-            top: ((size - nh) / 2) as usize,
-            width: nw as usize,
-            height: nh as usize,
-        };
-        self.resizer.resize(
+        let size = self.size as usize;
+        let (left, top) = ((size - nw as usize) / 2, (size - nh as usize) / 2);
+        self.opencv.resize(
             frame.pixels,
-            frame.width as usize,
-            rect.into(),
+            frame.width,
+            frame.height,
+            window,
             out,
-            size as usize,
-            to,
+            (top * size + left) * 3,
+            size * 3,
+            nw,
+            nh,
         );
         Ok(())
     }
@@ -302,7 +371,7 @@ impl Preprocessor {
     pub fn face_input(
         &mut self,
         frame: RgbFrame<'_>,
-        face_box: Option<[f32; 4]>,
+        face_box: Option<PixelBox>,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
         let mut crop = std::mem::take(&mut self.crop);
@@ -317,7 +386,7 @@ impl Preprocessor {
     pub fn context_input(
         &mut self,
         frame: RgbFrame<'_>,
-        body_box: Option<[f32; 4]>,
+        body_box: Option<PixelBox>,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
         let mut crop = std::mem::take(&mut self.crop);
@@ -368,16 +437,23 @@ mod tests {
                 height: 60
             }
         );
-        let rect = body_rect(200, 100, Some([-0.5, -3.7, 10.9, 99.99])).unwrap();
+    }
+
+    #[test]
+    fn body_box_is_rounded_half_to_even_and_not_clamped_like_pillow_crop() {
+        // Python: round(-10.5) == -10, round(20.5) == 20, round(60.5) == 60, round(91.5) == 92.
+        let window = body_window(200, 100, Some([-10.5, 20.5, 60.5, 91.5])).unwrap();
         assert_eq!(
-            rect,
-            CropRect {
-                left: 0,
-                top: 0,
-                width: 10,
-                height: 99
+            window,
+            Window {
+                left: -10,
+                top: 20,
+                width: 70,
+                height: 72
             }
         );
+        let outside = body_window(200, 100, Some([300.2, 10.0, 340.7, 50.0])).unwrap();
+        assert_eq!((outside.left, outside.width), (300, 41));
     }
 
     #[test]
@@ -403,17 +479,36 @@ mod tests {
             height: 5,
         };
         assert_eq!(face_rect(7, 5, None, 20).unwrap(), whole);
-        assert_eq!(body_rect(7, 5, None).unwrap(), whole);
+        assert_eq!(
+            body_window(7, 5, None).unwrap(),
+            Window {
+                left: 0,
+                top: 0,
+                width: 7,
+                height: 5
+            }
+        );
     }
 
     #[test]
-    fn box_outside_the_frame_is_an_error() {
-        let err = body_rect(100, 100, Some([150.0, 10.0, 180.0, 50.0])).unwrap_err();
+    fn bad_boxes_are_errors() {
+        let err = face_rect(100, 100, Some([150.0, 10.0, 180.0, 50.0]), 20).unwrap_err();
+        assert!(
+            matches!(err, PreprocessError::EmptyCrop { what: "face", .. }),
+            "{err}"
+        );
+        let err = body_window(100, 100, Some([10.2, 10.0, 10.4, 50.0])).unwrap_err();
         assert!(
             matches!(err, PreprocessError::EmptyCrop { what: "body", .. }),
             "{err}"
         );
-        let err = face_rect(100, 100, Some([f32::NAN, 0.0, 1.0, 1.0]), 20).unwrap_err();
+        let err = body_window(100, 100, Some([20.0, 10.0, 10.0, 50.0])).unwrap_err();
+        assert!(matches!(err, PreprocessError::InvertedBox { .. }), "{err}");
+        let err = body_window(100, 100, Some([-1e30, 0.0, 1e30, 50.0])).unwrap_err();
+        assert!(matches!(err, PreprocessError::OversizedBox { .. }), "{err}");
+        let err = body_window(100, 100, Some([0.0, f64::INFINITY, 1.0, 1.0])).unwrap_err();
+        assert!(matches!(err, PreprocessError::NonFiniteBox { .. }), "{err}");
+        let err = face_rect(100, 100, Some([f64::NAN, 0.0, 1.0, 1.0]), 20).unwrap_err();
         assert!(matches!(err, PreprocessError::NonFiniteBox { .. }), "{err}");
         assert!(face_rect(0, 0, None, 20).is_err());
     }

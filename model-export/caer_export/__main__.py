@@ -1,4 +1,4 @@
-"""Command line: `python -m caer_export {export,fixture,fetch-detector,random-checkpoint,calibration-crops,train,bench-ort} --help`."""
+"""Command line: `python -m caer_export {export,fixture,parity-clips,fetch-detector,random-checkpoint,calibration-crops,train,bench-ort} --help`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def cmd_fixture(args: argparse.Namespace) -> None:
     print(f"wrote the tiny fixture bundle and goldens to {args.out}")
 
 
+def cmd_parity_clips(args: argparse.Namespace) -> None:
+    from .parity_clips import write_parity_clips
+
+    reference = write_parity_clips(args.out)
+    print(f"wrote {len(reference['clips'])} clips and reference.json to {args.out}")
+
+
 def cmd_fetch_detector(args: argparse.Namespace) -> None:
     from .detector import fetch_wheel
 
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="checkpoint -> model bundle (ONNX fp32, int8 QDQ, int8 dynamic, manifest)")
-    p.add_argument("checkpoint", type=Path, help="CLIP-CAER checkpoint ({'state_dict': ...}, 633 keys)")
+    p.add_argument("checkpoint", type=Path, help="CLIP-CAER checkpoint: as the official main.py saves it, {'state_dict': ...}, or a bare state dict (633 keys; loaded without running code)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--calibration", type=Path, required=True,
                    help="folder of representative preprocessed 224x224 crops (PNG/JPEG) for static int8")
@@ -100,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fixture", help="write the tiny test bundle and parity goldens")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests" / "golden")
     p.set_defaults(run=cmd_fixture)
+
+    p = sub.add_parser("parity-clips", help="write clips as image files in the RAER layout, with the fixture model's "
+                       "official-faithful logits (reference.json) for the bench tool's whole-clip parity test")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_parity_clips)
 
     p = sub.add_parser("fetch-detector", help="download the face detector's pinned source wheel into the cache (hash-checked)")
     p.add_argument("--cache", type=Path, default=None, help="cache directory (default: $CAER_CACHE or /opt/caer/cache)")

@@ -54,17 +54,22 @@ def _floats(t) -> list:
     return np.asarray(t, dtype=np.float32).astype(float).tolist()
 
 
+def fixture_model() -> tuple[ClipCaer, str]:
+    """The fixture's seeded tiny model, through a checkpoint file and the strict loader (the
+    path the published checkpoint takes); with the checkpoint's sha256."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "tiny-clip-caer.pt"
+        save_checkpoint(randomize(ClipCaer(ModelDims.tiny()), SEED), checkpoint, include_dims=True)
+        return load_model(checkpoint), sha256_file(checkpoint)
+
+
 @torch.no_grad()
 def write_fixture(out: Path) -> dict:
     """Write `bundle/`, `clip/`, `crops/` and `parity.json` under `out`; returns parity.json."""
     out = Path(out)
     rng = np.random.default_rng(SEED)
     frames, face_boxes, body_box = synthetic_clip(rng)
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(tmp) / "tiny-clip-caer.pt"
-        save_checkpoint(randomize(ClipCaer(ModelDims.tiny()), SEED), checkpoint, include_dims=True)
-        model = load_model(checkpoint)  # the same strict path as the published checkpoint
-        checkpoint_sha = sha256_file(checkpoint)
+    model, checkpoint_sha = fixture_model()
     d = model.dims
 
     face, context = clip_tensors(frames, face_boxes, body_box, d.image_size, d.frames)

@@ -1,11 +1,22 @@
-"""The reference preprocessing of CLIP-CAER, with Pillow (what the official code uses).
+"""The reference preprocessing of CLIP-CAER, with the libraries the official loader uses.
 
-The firmware reimplements exactly this; the goldens written from here are what it is
-checked against. Crops are uint8 RGB until `to_tensor` divides by 255 (no mean/std).
+The official data loader (`dataloader/video_dataloader.py` of the CLIP-CAER release) computes:
+
+- the face stream with Pillow: the box cast with `int()`, grown by 20 px, clamped, cropped,
+  and stretched to S x S with Pillow's (antialiased) bilinear resize;
+- the context stream with Pillow then OpenCV: `Image.crop` on the raw body box (Pillow rounds
+  fractional coordinates half to even, does not clamp, and fills what lies outside the frame
+  with black), then a letterbox made by `cv2.resize` with its default INTER_LINEAR (8-bit
+  fixed point, no antialiasing) and `cv2.copyMakeBorder` in black, the odd pixel bottom/right.
+
+This module makes the same library calls in the same order, so the goldens written from here
+are official-faithful; the firmware reimplements them bit for bit. Crops are uint8 RGB until
+`to_tensor` divides by 255 (no mean/std).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -40,16 +51,40 @@ def face_crop(frame: Image.Image, box, size: int = 224) -> Image.Image:
     return frame.resize((size, size), Image.BILINEAR)
 
 
-def context_crop(frame: Image.Image, box, size: int = 224) -> Image.Image:
-    """Cropped to the body box, then letterboxed on black (odd pixel bottom/right)."""
-    if box is not None:
-        frame = frame.crop(_int_box(box, frame.width, frame.height, 0))
-    w, h = frame.size
+def body_crop(frame: Image.Image, box) -> Image.Image:
+    """`Image.crop` on the raw box, as the official loader does: no cast, no clamp."""
+    return frame if box is None else frame.crop(tuple(box))
+
+
+def letterbox(image: Image.Image, size: int = 224) -> Image.Image:
+    """The official `_resize_image`: cv2.resize to (int(w*r), int(h*r)), black border around.
+
+    The RGB->BGR->RGB conversions around it are kept as the official code has them (they
+    cancel; OpenCV's resize treats the channels alike).
+    """
+    bgr = cv2.cvtColor(np.array(image), cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[0], bgr.shape[1]
     r = min(size / w, size / h)
     nw, nh = int(w * r), int(h * r)
-    canvas = Image.new("RGB", (size, size), (0, 0, 0))
-    canvas.paste(frame.resize((nw, nh), Image.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
-    return canvas
+    if nw == 0 or nh == 0:
+        raise ValueError(f"a {w}x{h} body crop letterboxes to zero pixels on one side")
+    bgr = cv2.resize(bgr, (nw, nh))
+    pw, ph = (size - nw) // 2, (size - nh) // 2
+    top, bottom, left, right = ph, ph, pw, pw
+    if top + bottom + nh < size:
+        bottom += 1
+    if left + right + nw < size:
+        right += 1
+    bgr = cv2.copyMakeBorder(bgr, top, bottom, left, right, borderType=cv2.BORDER_CONSTANT, value=[0, 0, 0])
+    return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype("uint8"))
+
+
+def context_crop(frame: Image.Image, box, size: int = 224) -> Image.Image:
+    """Cropped to the body box (Pillow semantics), then letterboxed on black with OpenCV."""
+    crop = body_crop(frame, box)
+    if crop.width == 0 or crop.height == 0:
+        raise ValueError(f"body box {list(box)} crops an empty image")
+    return letterbox(crop, size)
 
 
 def to_tensor(crop: Image.Image) -> torch.Tensor:

@@ -120,8 +120,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--train-list", type=Path, required=True, help="list file: <frame_dir> <num_frames> <label 1..5>")
     p.add_argument("--val-list", type=Path, required=True)
     p.add_argument("--root", type=Path, default=None, help="dataset root (default: the list file's folder)")
-    p.add_argument("--face-boxes", type=Path, default=None, help="JSON: '<frame_dir>/<file>' -> [l, t, r, b]")
-    p.add_argument("--body-boxes", type=Path, default=None, help="JSON: '<frame_dir>' -> [l, t, r, b]")
+    p.add_argument("--face-boxes", type=Path, action="append", default=None,
+                   help="JSON: {'<frame_dir>': {'<file>': [l, t, r, b]}} (official) or {'<frame_dir>/<file>': [...]}; repeat to merge")
+    p.add_argument("--body-boxes", type=Path, action="append", default=None,
+                   help="JSON: {'<frame_dir>': [l, t, r, b]}; repeat to merge")
     p.add_argument("--clip-weights", type=Path, default=None, help="CLIP ViT-B/32 weights (OpenAI ViT-B-32.pt or open_clip)")
     p.add_argument("--init-checkpoint", type=Path, default=None, help="continue from a CLIP-CAER checkpoint")
     p.add_argument("--random-init", action="store_true", help="seeded random weights (tests only)")

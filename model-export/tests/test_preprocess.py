@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from caer_export.preprocess import context_crop, face_crop, sample_indices
+import cv2
+
+from caer_export.preprocess import body_crop, context_crop, face_crop, sample_indices
 
 
 def test_sampling_takes_segment_middles_or_pads_with_the_last_frame():
@@ -46,3 +48,36 @@ def test_letterbox_keeps_aspect_and_pads_black_bottom_right_with_the_odd_pixel()
     cols = np.where(body.any(axis=(0, 2)))[0]
     nw = int(40 * 224 / 81)  # 110
     assert cols[0] == (224 - nw) // 2 and cols[-1] == (224 - nw) // 2 + nw - 1
+
+
+def test_body_box_is_rounded_half_to_even_not_clamped_and_black_outside():
+    frame = _marked_frame()  # 200x100, red = x, green = y
+    # Pillow rounds each coordinate with round(): -10.5 -> -10, 20.5 -> 20, 60.5 -> 60, 91.5 -> 92.
+    crop = np.asarray(body_crop(frame, [-10.5, 20.5, 60.5, 91.5]))
+    assert crop.shape == (72, 70, 3)
+    assert not crop[:, :10].any()  # the 10 columns left of the frame are black
+    assert crop[0, 10, 0] == 0 and crop[0, 10, 1] == 20 and crop[0, 69, 0] == 59
+    wholly_outside = np.asarray(body_crop(frame, [300.2, 10, 340.7, 50]))
+    assert wholly_outside.shape == (40, 41, 3) and not wholly_outside.any()
+
+
+def test_letterbox_is_opencv_linear_without_antialiasing():
+    rng = np.random.default_rng(3)
+    noisy = Image.fromarray(rng.integers(0, 256, size=(300, 500, 3), dtype=np.uint8))
+    out = np.asarray(context_crop(noisy, None))
+    nw, nh = 224, int(300 * 224 / 500)  # 134
+    top = (224 - nh) // 2
+    expected = cv2.resize(np.asarray(noisy), (nw, nh), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(out[top : top + nh], expected)
+    assert not out[:top].any() and not out[top + nh :].any()
+    # Pillow's antialiased bilinear gives other pixels on a noisy downscale.
+    pillow = np.asarray(noisy.resize((nw, nh), Image.BILINEAR))
+    assert (pillow != expected).mean() > 0.5
+
+
+def test_context_of_a_box_partly_outside_the_frame_letterboxes_the_black_part_too():
+    frame = _marked_frame()
+    out = np.asarray(context_crop(frame, [100.0, -50.0, 300.0, 150.0]))  # 200x200 -> 224x224
+    assert out.shape == (224, 224, 3)
+    assert not out[:, 120:].any() and not out[:50].any()  # right half and top quarter are outside
+    assert out[100, 50].any()

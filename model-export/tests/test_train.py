@@ -71,6 +71,26 @@ def test_malformed_lists_and_boxes_name_the_line_or_file(tmp_path):
     bad.write_text("clips/c1_0 4 1\n")
     with pytest.raises(DatasetError, match="holds 3 frames, the list says 4"):
         read_list(bad)
+    bad.write_text("clips/c1_0 2 1\n")  # fewer than the folder holds: the official loader samples 2
+    assert read_list(bad)[0].num_frames == 2 and len(read_list(bad)[0].frames) == 3
     (root / "boxes.json").write_text('{"clips/c1_0/00000.png": [1, 2, 3]}')
     with pytest.raises(DatasetError, match="is not \\[left, top, right, bottom\\]"):
         read_boxes(root / "boxes.json")
+
+
+def test_official_annotation_formats_are_read_as_the_official_loader_keys_them(tmp_path):
+    from caer_export.dataset import body_box, face_box
+
+    first = tmp_path / "a.json"
+    second = tmp_path / "b.json"
+    first.write_text('{"/d/c1": {"1.jpg": [1, 2, 3, 4]}, "/d/c2": {"1.jpg": [5, 5, 6, 6]}}')
+    second.write_text('{"/d/c2": {"2.jpg": [7, 7, 8, 8]}, "c3/1.jpg": [9, 9, 10, 10]}')
+    boxes = read_boxes([first, second])
+    assert face_box(boxes, "/d/c1/", "1.jpg") == [1, 2, 3, 4]  # dirname drops the trailing slash
+    assert face_box(boxes, "/d/c2", "1.jpg") is None  # replaced whole by the second file
+    assert face_box(boxes, "/d/c2", "2.jpg") == [7, 7, 8, 8]
+    assert face_box(boxes, "c3", "1.jpg") == [9, 9, 10, 10]  # the flat format
+    assert body_box({"/d/c1": [0, 0, 9, 9]}, "/d/c1/") == [0, 0, 9, 9]
+    (tmp_path / "bad.json").write_text('{"/d/c1": {"1.jpg": [1, 2]}}')
+    with pytest.raises(DatasetError, match="'/d/c1/1.jpg' is not"):
+        read_boxes(tmp_path / "bad.json")

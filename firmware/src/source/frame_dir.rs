@@ -118,12 +118,10 @@ impl FrameSource for FrameDirSource {
         let Some(path) = self.files.get(self.next) else {
             return Ok(None);
         };
-        let image = image::open(path)
-            .map_err(|source| SourceError::Image {
-                path: path.clone(),
-                source,
-            })?
-            .to_rgb8();
+        let image = crate::decode::file_to_rgb(path).map_err(|source| SourceError::Image {
+            path: path.clone(),
+            source,
+        })?;
         let annotations = self.annotations.as_ref().map(|a| a[self.next].clone());
         let frame = Frame {
             image,

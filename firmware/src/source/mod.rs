@@ -72,7 +72,7 @@ pub enum SourceError {
         path: PathBuf,
         /// The decoder's error.
         #[source]
-        source: image::ImageError,
+        source: crate::decode::DecodeError,
     },
     /// A face box file is not the expected JSON.
     #[error("{} is not a face box file ({{\"frame file name\": [[left, top, right, bottom], ...]}}): {source}", path.display())]
@@ -113,21 +113,9 @@ pub enum SourceError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A camera's JPEG frame could not be decoded.
+    /// A camera's JPEG frame could not be decoded, or has another size than the stream.
     #[error("cannot decode mjpeg frame: {0}")]
-    Jpeg(#[source] zune_jpeg::errors::DecodeErrors),
-    /// A decoded frame does not have the size the stream was set up with.
-    #[error("frame is {found_width}x{found_height}; the stream is {width}x{height}")]
-    FrameSize {
-        /// The stream's width.
-        width: u32,
-        /// The stream's height.
-        height: u32,
-        /// The frame's width.
-        found_width: u32,
-        /// The frame's height.
-        found_height: u32,
-    },
+    Jpeg(#[source] crate::decode::DecodeError),
     /// A raw (YUYV, NV12) camera buffer is too short or could not be converted.
     #[error("{format} frame {width}x{height}: {reason}")]
     RawFrame {
@@ -193,7 +181,6 @@ impl SourceError {
         matches!(
             self,
             SourceError::Jpeg(_)
-                | SourceError::FrameSize { .. }
                 | SourceError::RawFrame { .. }
                 | SourceError::Device { .. }
                 | SourceError::Stalled { .. }

@@ -14,8 +14,8 @@ pub(crate) fn golden_dir() -> PathBuf {
 pub(crate) struct Parity {
     pub(crate) num_frames: usize,
     pub(crate) sampled_indices: Vec<usize>,
-    pub(crate) face_boxes: Vec<Option<[f32; 4]>>,
-    pub(crate) body_box: Option<[f32; 4]>,
+    pub(crate) face_boxes: Vec<Option<[f64; 4]>>,
+    pub(crate) body_box: Option<[f64; 4]>,
     pub(crate) crops: Vec<CropCase>,
     pub(crate) encoder: EncoderCase,
     pub(crate) face_features: Vec<Vec<f32>>,
