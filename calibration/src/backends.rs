@@ -1,8 +1,8 @@
 //! Inference backends by name, for `--backend` and `compare --a/--b`.
 //!
-//! The names are the firmware's backend choices ([`caer::backend::BackendChoice`]: `tract`,
+//! The names are the firmware's backend choices ([`caer::pipeline::model::backend::BackendChoice`]: `tract`,
 //! `ort-cpu`, `ort-cpu-int8`, `cuda`, `tensorrt`, `auto`), built by the firmware's own
-//! [`caer::backend::select`], which loads the bundle's models (optimised for this machine
+//! [`caer::pipeline::model::backend::select`], which loads the bundle's models (optimised for this machine
 //! while loading) and runs the manifest's self-check, exactly as the daemon does at start-up.
 //! So the bench measures the backend the device would run, and a backend added to the
 //! firmware is available here with no change. The ONNX Runtime ones need this crate's cargo
@@ -15,8 +15,10 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use caer::backend::{select, BackendChoice, InferenceBackend, SelectOptions, TractOptions};
-use caer::bundle::Bundle;
+use caer::pipeline::model::backend::{
+    select, BackendChoice, InferenceBackend, SelectOptions, TractOptions,
+};
+use caer::pipeline::model::bundle::Bundle;
 
 use crate::error::Error;
 

@@ -10,8 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use caer::bundle::{CLASSES, NUM_CLASSES};
-use caer::calibration::{Calibration, CalibrationMetrics, SplitCounts, CALIBRATION_SCHEMA_VERSION};
+use caer::pipeline::model::bundle::{CLASSES, NUM_CLASSES};
+use caer::pipeline::model::calibration::{
+    Calibration, CalibrationMetrics, SplitCounts, CALIBRATION_SCHEMA_VERSION,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, FitError, ReportError};

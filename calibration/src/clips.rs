@@ -8,27 +8,29 @@
 //!
 //! - **Face**: from the face box file when one is given (a frame without an entry uses the
 //!   whole frame, as the reference does); otherwise from the firmware's own face detector
-//!   (the bundle's BlazeFace, [`caer::detect::BlazeDetector`], by default, or
-//!   [`caer::detect::SeetaDetector`]) and tracker ([`caer::track::Tracker`]) run over the
+//!   (the bundle's BlazeFace, [`caer::pipeline::detect::BlazeDetector`], by default, or
+//!   [`caer::pipeline::detect::SeetaDetector`]) and tracker ([`caer::pipeline::track::Tracker`]) run over the
 //!   decoded frames, keeping the track seen in most frames (the clip's student; ties go to
 //!   the larger face). A frame where that track was missed takes its nearest box in time.
 //!   With `--detector none`, whole frames.
 //! - **Body**: from the body box file when one is given; otherwise, when the faces came from
 //!   the detector, the union over the clip of the context boxes that the daemon derives from
-//!   each face box ([`caer::crop::ContextBoxes`]); otherwise the whole frame (reference).
+//!   each face box ([`caer::pipeline::crop::ContextBoxes`]); otherwise the whole frame (reference).
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caer::backend::FaceDetectorNetwork;
-use caer::crop::{ContextBoxes, ContextConfig};
-use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
-use caer::frame::Frame;
-use caer::preprocess::{pixel_box, PixelBox, RgbFrame};
-use caer::sampling::sample_indices;
-use caer::track::{Tracker, TrackerConfig};
+use caer::pipeline::crop::{ContextBoxes, ContextConfig};
+use caer::pipeline::detect::{
+    BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector,
+};
+use caer::pipeline::frame::Frame;
+use caer::pipeline::model::backend::FaceDetectorNetwork;
+use caer::pipeline::model::sampling::sample_indices;
+use caer::pipeline::preprocess::{pixel_box, PixelBox, RgbFrame};
+use caer::pipeline::track::{Tracker, TrackerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{frame_files, BoxFile, ClipList, ListEntry};
@@ -232,7 +234,7 @@ fn frames_to_decode(num_frames: usize, sampled: &[usize], t: usize) -> Vec<usize
 
 /// A frame as the reference decodes it (JPEG through libjpeg-turbo, like Pillow).
 fn decode(path: &Path) -> Result<image::RgbImage, ClipError> {
-    caer::decode::file_to_rgb(path).map_err(|source| ClipError::Decode {
+    caer::pipeline::decode::file_to_rgb(path).map_err(|source| ClipError::Decode {
         path: path.to_owned(),
         source,
     })

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use caer::preprocess::Preprocessor;
+use caer::pipeline::preprocess::Preprocessor;
 use serde::{Deserialize, Serialize};
 
 use crate::clips::LoadedClip;

@@ -12,9 +12,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
-use caer::backend::InferenceBackend;
-use caer::bundle::NUM_CLASSES;
-use caer::preprocess::Preprocessor;
+use caer::pipeline::model::backend::InferenceBackend;
+use caer::pipeline::model::bundle::NUM_CLASSES;
+use caer::pipeline::preprocess::Preprocessor;
 use serde::{Deserialize, Serialize};
 
 use crate::clips::LoadedClip;

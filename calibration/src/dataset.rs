@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use caer::preprocess::PixelBox;
+use caer::pipeline::preprocess::PixelBox;
 use serde_json::Value;
 
 use crate::error::{ClipError, ClipIssue, DatasetError};

@@ -12,9 +12,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use caer::backend::SelectError;
-use caer::calibration::CalibrationError;
-use caer::detect::DetectError;
+use caer::pipeline::detect::DetectError;
+use caer::pipeline::model::backend::SelectError;
+use caer::pipeline::model::calibration::CalibrationError;
 use caer::{BundleError, ClassifyError, InferenceError, PreprocessError};
 
 /// A problem that stops the run (exit status 2).
@@ -67,7 +67,7 @@ pub enum Error {
     Detector(#[source] DetectError),
     /// The bundle's face detector network cannot be loaded.
     #[error("face detector network: {0}")]
-    DetectorNetwork(#[source] caer::backend::BackendError),
+    DetectorNetwork(#[source] caer::pipeline::model::backend::BackendError),
     /// Calibration fitting failed.
     #[error(transparent)]
     Fit(#[from] FitError),
@@ -221,7 +221,7 @@ pub enum ClipError {
         path: PathBuf,
         /// The decoder's error.
         #[source]
-        source: caer::decode::DecodeError,
+        source: caer::pipeline::decode::DecodeError,
     },
     /// A box file entry that this clip needs is malformed.
     #[error(

@@ -1,5 +1,5 @@
 //! `eval`: the model over a labelled dataset, through the firmware's own clip classifier
-//! ([`caer::classify::ClipClassifier`]: the reference's sampling, crops, encoder and head).
+//! ([`caer::pipeline::model::classify::ClipClassifier`]: the reference's sampling, crops, encoder and head).
 //!
 //! Clips run one after the other; the backend parallelises inside each model call. A clip
 //! that cannot be loaded or classified is reported and skipped; the metrics cover the
@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caer::backend::InferenceBackend;
-use caer::bundle::{CLASSES, NUM_CLASSES};
-use caer::calibration::Calibration;
-use caer::classify::{softmax, ClipClassifier};
+use caer::pipeline::model::backend::InferenceBackend;
+use caer::pipeline::model::bundle::{CLASSES, NUM_CLASSES};
+use caer::pipeline::model::calibration::Calibration;
+use caer::pipeline::model::classify::{softmax, ClipClassifier};
 use caer::ClassifyError;
 
 use crate::clips::LoadedClip;

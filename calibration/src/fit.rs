@@ -19,7 +19,7 @@
 //! shift); classes without clips in the fit split keep offset 0 (their optimum is at minus
 //! infinity).
 
-use caer::bundle::NUM_CLASSES;
+use caer::pipeline::model::bundle::NUM_CLASSES;
 
 use crate::error::FitError;
 use crate::metrics::softmax64;

@@ -9,7 +9,7 @@
 //!   another implementation ([`report`]), PNG figures ([`plot`]).
 //! - `fit` ([`calibrate`], maths in [`fit`]): temperature scaling and per-class logit
 //!   offsets, written as the `calibration.json` that the daemon loads
-//!   ([`caer::calibration::Calibration`]).
+//!   ([`caer::pipeline::model::calibration::Calibration`]).
 //! - [`compare`]: two backends or precisions on the same clips: agreement, logit
 //!   differences, embedding cosine, per-stage latency. Backends are chosen by name
 //!   ([`backends`]).
@@ -22,11 +22,11 @@
 //! that fails is reported on stderr and in the JSON, skipped, and makes the run exit 1 at
 //! the end ([`error`]). JSON goes to stdout, diagnostics and the progress bar
 //! ([`progress`]) to stderr. `eval` classifies through the firmware's own
-//! [`caer::classify::ClipClassifier`], so what is measured is what the device runs.
+//! [`caer::pipeline::model::classify::ClipClassifier`], so what is measured is what the device runs.
 //!
 //! ```
 //! use caer_calibrate::metrics::compute;
-//! use caer::bundle::CoarseLabel::{Distracted, Engaged};
+//! use caer::pipeline::model::bundle::CoarseLabel::{Distracted, Engaged};
 //!
 //! let labels = [0, 4];
 //! let logits = [[3.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]];

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use caer::bundle::CLASSES;
-use caer::calibration::Calibration;
-use caer::classify::DEFAULT_MAX_BATCH;
+use caer::pipeline::model::bundle::CLASSES;
+use caer::pipeline::model::calibration::Calibration;
+use caer::pipeline::model::classify::DEFAULT_MAX_BATCH;
 use caer_calibrate::backends::{BackendOptions, LoadedBackend, BACKENDS};
 use caer_calibrate::calibrate::{self, FitPlan, LabelledLogits};
 use caer_calibrate::clips::{BoxSource, DetectorChoice};
@@ -238,7 +238,7 @@ struct CollectArgs {
 }
 
 fn main() -> ExitCode {
-    caer::backend::isolate_runtime_cache();
+    caer::pipeline::model::backend::isolate_runtime_cache();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

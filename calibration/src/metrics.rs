@@ -12,8 +12,8 @@
 //! - Coarse: classes mapped to engaged / distracted with the bundle's mapping, for the true
 //!   and the predicted class.
 
-use caer::bundle::{CoarseLabel, NUM_CLASSES};
-use caer::classify::argmax;
+use caer::pipeline::model::bundle::{CoarseLabel, NUM_CLASSES};
+use caer::pipeline::model::classify::argmax;
 use serde::{Deserialize, Serialize};
 
 /// Equal-width confidence bins of the ECE and the reliability diagram.

@@ -9,10 +9,10 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use caer::backend::{InferenceBackend, TractBackend, TractOptions};
-use caer::bundle::Bundle;
-use caer::calibration::bundle_hash;
-use caer::classify::DEFAULT_MAX_BATCH;
+use caer::pipeline::model::backend::{InferenceBackend, TractBackend, TractOptions};
+use caer::pipeline::model::bundle::Bundle;
+use caer::pipeline::model::calibration::bundle_hash;
+use caer::pipeline::model::classify::DEFAULT_MAX_BATCH;
 
 use crate::backends::{load_backend, BackendOptions, LoadedBackend};
 use crate::clips::{ClipLoader, DetectorChoice};

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use caer::bundle::NUM_CLASSES;
+use caer::pipeline::model::bundle::NUM_CLASSES;
 use plotters::prelude::*;
 
 use crate::error::Error;

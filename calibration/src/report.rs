@@ -6,7 +6,7 @@
 //! (the Python reference, another backend) can be compared clip by clip; plus the metrics,
 //! the skipped clips with their reasons, and the timing.
 
-use caer::bundle::NUM_CLASSES;
+use caer::pipeline::model::bundle::NUM_CLASSES;
 use serde::{Deserialize, Serialize};
 
 use crate::clips::BoxSource;
@@ -28,7 +28,7 @@ pub struct ModelInfo {
     pub bundle: String,
     /// The manifest's model id.
     pub model_id: String,
-    /// [`caer::calibration::bundle_hash`] of the bundle.
+    /// [`caer::pipeline::model::calibration::bundle_hash`] of the bundle.
     pub model_sha256: String,
     /// The backend that ran it.
     pub backend: String,

@@ -1,6 +1,6 @@
 //! `collect` writes the firmware's crops, byte for byte.
 
-use caer::preprocess::Preprocessor;
+use caer::pipeline::preprocess::Preprocessor;
 
 use crate::util::{golden_bundle, golden_clip_dataset, parity, run, workspace};
 

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use caer::bundle::Bundle;
-use caer::calibration::{bundle_hash, Calibration};
+use caer::pipeline::model::bundle::Bundle;
+use caer::pipeline::model::calibration::{bundle_hash, Calibration};
 use serde_json::json;
 
 use crate::util::{golden_bundle, run};

@@ -19,11 +19,15 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use caer::backend::{FaceDetectorNetwork, InferenceBackend, TractBackend, TractOptions};
-use caer::bundle::Bundle;
-use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
-use caer::frame::Frame;
-use caer::track::iou;
+use caer::pipeline::detect::{
+    BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector,
+};
+use caer::pipeline::frame::Frame;
+use caer::pipeline::model::backend::{
+    FaceDetectorNetwork, InferenceBackend, TractBackend, TractOptions,
+};
+use caer::pipeline::model::bundle::Bundle;
+use caer::pipeline::track::iou;
 
 const RUNS: usize = 10;
 
@@ -67,7 +71,7 @@ fn full_hd_frame() -> BenchResult<(Frame, Vec<[f32; 4]>)> {
 }
 
 /// Expected faces hit by some detection with IoU >= 0.5.
-fn hits(found: &[caer::detect::Detection], expected: &[[f32; 4]]) -> usize {
+fn hits(found: &[caer::pipeline::detect::Detection], expected: &[[f32; 4]]) -> usize {
     expected
         .iter()
         .filter(|e| found.iter().any(|d| iou(&d.bbox, e) >= 0.5))
@@ -123,7 +127,7 @@ fn time(
 }
 
 fn main() -> BenchResult<()> {
-    caer::backend::isolate_runtime_cache();
+    caer::pipeline::model::backend::isolate_runtime_cache();
     let threads = std::env::var("CAER_BENCH_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -148,7 +152,7 @@ fn main() -> BenchResult<()> {
     let mut backends: Vec<Box<dyn InferenceBackend>> = vec![Box::new(tract)];
     #[cfg(feature = "ort")]
     {
-        use caer::backend::ort::{OrtBackend, OrtMode, OrtOptions};
+        use caer::pipeline::model::backend::ort::{OrtBackend, OrtMode, OrtOptions};
         let options = OrtOptions {
             threads,
             ..OrtOptions::new(OrtMode::Cpu)

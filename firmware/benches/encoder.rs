@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caer::backend::{InferenceBackend, TractBackend, TractOptions};
-use caer::bundle::Bundle;
+use caer::pipeline::model::backend::{InferenceBackend, TractBackend, TractOptions};
+use caer::pipeline::model::bundle::Bundle;
 
 /// Timed runs per batch size (after one warm-up run), and the time budget that may cut
 /// them short on slow boards.

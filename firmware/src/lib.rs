@@ -1,29 +1,30 @@
-//! The caer-edge firmware library: CLIP-CAER from RGB frames with face boxes to the five class
-//! probabilities, on the device's CPU.
+//! The caer-edge firmware: a classroom camera's frames in, anonymous classroom-level
+//! engagement figures out.
 //!
-//! The pipeline, one module per step:
+//! Two worlds, one folder each:
 //!
-//! 1. [`bundle`]: load and verify a model bundle (manifest, hashes, declared shapes).
-//! 2. [`sampling`]: which `T` frames of a clip the model sees (bench path).
-//! 3. [`preprocess`]: face and context crops exactly as the Pillow reference makes them, then
-//!    `[3, S, S]` `f32` model input.
-//! 4. [`backend`]: the image encoder and the temporal head behind [`backend::InferenceBackend`]
-//!    (tract, fp32).
-//! 5. [`window`]: each student's last `T` feature pairs (features, never pixels).
-//! 6. [`classify`]: whole clips for the bench, sliding windows per track for the daemon;
-//!    softmax, argmax, coarse label.
+//! - [`pipeline`], the library: frames to class probabilities to classroom aggregates, in
+//!   flow order `source -> detect -> track -> schedule -> crop + preprocess -> model (encode,
+//!   window, classify) -> aggregate`. Pure computation over bounded memory; it reads only the
+//!   files it is pointed at (a bundle, a frame directory) and writes none. The bench tool
+//!   (`caer-calibrate`) uses it directly.
+//! - [`daemon`], `caerd` around it: the validated configuration, the wiring of the stages, the
+//!   capture and inference threads, the supervisor (safe mode, remote control, stats), fleet
+//!   payloads, the on-disk outbox, the MQTT and stdout sinks, and the board glue (privacy LED
+//!   and switch, thermal guard).
 //!
-//! Invariants: a loaded [`bundle::Bundle`] has been verified against its manifest; a backend
-//! is immutable after loading and shared through `Arc`; per-student memory is bounded by the
-//! streaming classifier's `max_tracks` and allocated once. Errors are typed per concern
-//! ([`error`]); nothing here panics on bad input or files.
+//! Invariants: a loaded [`pipeline::model::bundle::Bundle`] has been verified against its
+//! manifest; a backend is immutable after loading and shared through `Arc`; per-student memory
+//! is bounded by the tracker's and the streaming classifier's `max_tracks` and allocated once;
+//! only [`pipeline::aggregate`] output leaves the inference thread. Errors are typed per
+//! concern; nothing panics on bad input or files.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use caer::backend::{TractBackend, TractOptions};
-//! use caer::bundle::Bundle;
-//! use caer::classify::{StreamingClassifier, StreamingConfig, TrackInput};
-//! use caer::preprocess::RgbFrame;
+//! use caer::pipeline::model::backend::{TractBackend, TractOptions};
+//! use caer::pipeline::model::bundle::Bundle;
+//! use caer::pipeline::model::classify::{StreamingClassifier, StreamingConfig, TrackInput};
+//! use caer::pipeline::preprocess::RgbFrame;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let bundle = Bundle::load("/opt/caer/bundle")?;
@@ -42,29 +43,7 @@
 
 #![deny(missing_docs)]
 
-pub mod aggregate;
-pub mod backend;
-pub mod board;
-pub mod bundle;
-pub mod calibration;
-pub mod classify;
-pub mod config;
-pub mod crop;
-pub mod cv_resize;
 pub mod daemon;
-pub mod decode;
-pub mod detect;
-pub mod error;
-pub mod fleet;
-pub mod frame;
-pub mod outbox;
-pub mod preprocess;
-pub mod publish;
-mod resample;
-pub mod sampling;
-pub mod schedule;
-pub mod source;
-pub mod track;
-pub mod window;
+pub mod pipeline;
 
-pub use error::{BundleError, ClassifyError, InferenceError, PreprocessError};
+pub use pipeline::error::{BundleError, ClassifyError, InferenceError, PreprocessError};

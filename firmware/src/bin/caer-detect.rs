@@ -13,7 +13,7 @@
 //! `--format lines` (default) prints one JSON object per image:
 //! `{"image": "a.jpg", "width": 640, "height": 480, "faces": [{"bbox": [l, t, r, b], "score": 7.5}]}`.
 //! `--format boxes` prints one object mapping each image's file name to its boxes, the face
-//! box file that `caer::source::frame_dir` reads (`caer-detect --format boxes clip/*.jpg >
+//! box file that `caer::pipeline::source::frame_dir` reads (`caer-detect --format boxes clip/*.jpg >
 //! clip/boxes.json`). An image that cannot be read is reported on stderr and skipped; the
 //! exit status is then 1. Bad arguments or a bad model exit 2. Images are read, never
 //! written.
@@ -24,11 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use caer::backend::{select, BackendChoice, SelectOptions};
-use caer::bundle::Bundle;
-use caer::config::default_model_bundle;
-use caer::detect::{BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector};
-use caer::frame::Frame;
+use caer::daemon::config::default_model_bundle;
+use caer::pipeline::detect::{
+    BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector,
+};
+use caer::pipeline::frame::Frame;
+use caer::pipeline::model::backend::{select, BackendChoice, SelectOptions};
+use caer::pipeline::model::bundle::Bundle;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
@@ -207,7 +209,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    caer::backend::isolate_runtime_cache();
+    caer::pipeline::model::backend::isolate_runtime_cache();
     let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use caer::config::{DaemonConfig, DEFAULT_CONFIG_PATH};
+use caer::daemon::config::{DaemonConfig, DEFAULT_CONFIG_PATH};
 use caer::daemon::{self, Exit, RunOptions};
 use clap::Parser;
 
@@ -140,7 +140,7 @@ fn run(args: Args) -> Result<Exit, Failure> {
 }
 
 fn main() -> ExitCode {
-    caer::backend::isolate_runtime_cache();
+    caer::pipeline::model::backend::isolate_runtime_cache();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

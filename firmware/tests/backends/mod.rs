@@ -11,7 +11,7 @@
 pub(crate) mod ort;
 mod select;
 
-use caer::bundle::{Bundle, MANIFEST_FILE};
+use caer::pipeline::model::bundle::{Bundle, MANIFEST_FILE};
 
 use crate::golden::*;
 
@@ -24,7 +24,7 @@ fn golden_crop_pixels(parity: &Parity, image_len: usize) -> Vec<f32> {
         .iter()
         .zip(pixels.chunks_exact_mut(image_len))
     {
-        caer::preprocess::write_chw(png(input).as_raw(), out).unwrap();
+        caer::pipeline::preprocess::write_chw(png(input).as_raw(), out).unwrap();
     }
     pixels
 }

@@ -6,11 +6,11 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use caer::backend::ort::{OrtBackend, OrtError, OrtMode, OrtOptions};
-use caer::backend::select::cosine;
-use caer::backend::InferenceBackend;
-use caer::classify::{argmax, ClipClassifier, ClipResult};
-use caer::preprocess::RgbFrame;
+use caer::pipeline::model::backend::ort::{OrtBackend, OrtError, OrtMode, OrtOptions};
+use caer::pipeline::model::backend::select::cosine;
+use caer::pipeline::model::backend::InferenceBackend;
+use caer::pipeline::model::classify::{argmax, ClipClassifier, ClipResult};
+use caer::pipeline::preprocess::RgbFrame;
 use caer::InferenceError;
 
 use super::{

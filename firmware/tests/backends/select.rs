@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use caer::backend::select::{
+use caer::pipeline::model::backend::select::{
     select, BackendChoice, BackendError, SelectError, SelectOptions, SelfCheckMeasure,
 };
 
@@ -28,7 +28,9 @@ fn options() -> SelectOptions {
 }
 
 /// The fixture bundle with its `self_check.embedding` changed by `edit`.
-fn tampered(edit: impl Fn(usize, f64) -> f64) -> (tempfile::TempDir, caer::bundle::Bundle) {
+fn tampered(
+    edit: impl Fn(usize, f64) -> f64,
+) -> (tempfile::TempDir, caer::pipeline::model::bundle::Bundle) {
     bundle_with_manifest(|m| {
         let embedding = m["self_check"]["embedding"].as_array_mut().unwrap();
         for (i, v) in embedding.iter_mut().enumerate() {

@@ -9,12 +9,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use caer::backend::{FaceDetectorNetwork, InferenceBackend, TractBackend, TractOptions};
-use caer::detect::{
+use caer::pipeline::detect::{
     BlazeConfig, BlazeDetector, Detection, FaceDetector, SeetaConfig, SeetaDetector,
 };
-use caer::frame::Frame;
-use caer::track::iou;
+use caer::pipeline::frame::Frame;
+use caer::pipeline::model::backend::{
+    FaceDetectorNetwork, InferenceBackend, TractBackend, TractOptions,
+};
+use caer::pipeline::track::iou;
 
 use crate::golden::bundle;
 
@@ -127,7 +129,7 @@ fn blaze_settings_out_of_range_are_refused() {
     ] {
         let error = BlazeDetector::new(tract_network(), config.clone()).unwrap_err();
         assert!(
-            matches!(error, caer::detect::DetectError::Config { .. }),
+            matches!(error, caer::pipeline::detect::DetectError::Config { .. }),
             "{config:?}: {error}"
         );
     }
@@ -152,8 +154,8 @@ fn a_bundle_without_a_face_detector_is_an_error_naming_the_setting() {
 #[cfg(feature = "ort")]
 #[test]
 fn blaze_on_onnx_runtime_matches_tract() {
-    use caer::backend::ort::{OrtBackend, OrtMode, OrtOptions};
-    use caer::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
+    use caer::pipeline::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
+    use caer::pipeline::model::backend::ort::{OrtBackend, OrtMode, OrtOptions};
 
     let bundle = bundle();
     let options = OrtOptions {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use caer::bundle::Bundle;
+use caer::pipeline::model::bundle::Bundle;
 use serde::Deserialize;
 
 pub(crate) fn golden_dir() -> PathBuf {

@@ -10,11 +10,13 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
-use caer::backend::{InferenceBackend, TractBackend, TractOptions};
-use caer::bundle::{Bundle, MANIFEST_FILE};
-use caer::classify::{argmax, ClipClassifier, StreamingClassifier, StreamingConfig, TrackInput};
-use caer::preprocess::{write_chw, Preprocessor, RgbFrame};
-use caer::sampling::sample_indices;
+use caer::pipeline::model::backend::{InferenceBackend, TractBackend, TractOptions};
+use caer::pipeline::model::bundle::{Bundle, MANIFEST_FILE};
+use caer::pipeline::model::classify::{
+    argmax, ClipClassifier, StreamingClassifier, StreamingConfig, TrackInput,
+};
+use caer::pipeline::model::sampling::sample_indices;
+use caer::pipeline::preprocess::{write_chw, Preprocessor, RgbFrame};
 use caer::BundleError;
 
 use crate::golden::*;

@@ -1,6 +1,6 @@
 //! `caer-vivid-check`: runs inside a small qemu VM (see tests/tests/vivid.rs and
 //! tests/vm/make-initramfs.sh) against Linux's `vivid` virtual camera, a real V4L2 driver,
-//! and checks `caer::source::v4l2::V4l2Source` with it:
+//! and checks `caer::pipeline::source::v4l2::V4l2Source` with it:
 //!
 //! 1. YUYV at 640x360: several frames of that size with a non-uniform picture (vivid draws
 //!    colour bars).
@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use caer::frame::Frame;
-use caer::source::pixel_format::PixelFormat;
-use caer::source::v4l2::{V4l2Config, V4l2Source, V4l2Stats};
-use caer::source::{FrameSource, SourceError};
+use caer::pipeline::frame::Frame;
+use caer::pipeline::source::pixel_format::PixelFormat;
+use caer::pipeline::source::v4l2::{V4l2Config, V4l2Source, V4l2Stats};
+use caer::pipeline::source::{FrameSource, SourceError};
 
 /// Frames read and checked per capture.
 const FRAMES: usize = 5;

@@ -1,0 +1,781 @@
+//! The MQTT sink: rumqttc's synchronous client, with the outbox as the source of truth.
+//!
+//! Threads: the sink thread ([`MqttSink::run`]) owns the [`rumqttc::Client`] and all
+//! delivery state; one short-lived connection thread per connection attempt iterates the
+//! [`rumqttc::Connection`] (never with a timeout, so no poll future is ever cancelled) and
+//! forwards each event to the sink's channel, tagged with its `epoch`. It stops after the
+//! first error or once the client is dropped.
+//!
+//! Connections: clean session, last will = `status` `offline` (retained). rumqttc keeps
+//! unacknowledged publishes only in memory and, with a clean session, forgets them on
+//! reconnect, so on any error the sink drops the whole client and builds a new one after a
+//! backoff (doubling from `reconnect_min_ms` to `reconnect_max_ms`, with jitter). After each
+//! CONNACK it subscribes to `config/set` and `cmd`, publishes the current status, and
+//! replays every outbox record not yet acknowledged, oldest first.
+//!
+//! Acknowledgement mapping: rumqttc assigns packet ids itself and reports them, in the order
+//! the requests were made, as `Outgoing::Publish(pkid)` events. The sink keeps a FIFO of what
+//! it submitted (a record's `seq`, a control message, or a QoS 0 message) and pairs each
+//! event with the head of the FIFO; a PUBACK then names the record to delete from the
+//! outbox. Records in flight are capped at `max_in_flight` and QoS 1 messages in total
+//! stay below rumqttc's own in-flight limit, so packet ids are never reused while
+//! outstanding. The pairing state is per connection and starts empty on each.
+//!
+//! Delivery is at-least-once: a record whose PUBACK was lost is sent again after the next
+//! reconnect or restart, with the same `seq`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    Client, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet,
+    QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+
+use super::{lock_outbox, ReplyTopic, SharedOutbox, SinkError, SinkMessage};
+use crate::daemon::config::{Topics, ValidatedConfig};
+use crate::daemon::fleet::{self, CmdAck, ConfigAck, ControlRequest, Rejected};
+
+/// QoS 1 control messages (status, acks) allowed in flight besides records.
+const CONTROL_SLOTS: usize = 8;
+/// Replies kept while disconnected; older ones are dropped.
+const MAX_QUEUED_REPLIES: usize = 32;
+/// Largest incoming packet rumqttc accepts; larger ones end the connection. Payloads above
+/// [`fleet::MAX_CONTROL_BYTES`] but below this get an error ack.
+const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest outgoing packet.
+const MAX_OUTGOING_PACKET: usize = 256 * 1024;
+
+/// A password, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// PEM material for TLS, read at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// CA certificates.
+    pub ca: Vec<u8>,
+    /// Client certificate and key, for mutual TLS.
+    pub client_auth: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
+}
+
+/// Everything the MQTT sink needs, with files and environment already read.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id.
+    pub client_id: String,
+    /// TLS material, for `mqtts://`.
+    pub tls: Option<TlsMaterial>,
+    /// User name and password.
+    pub credentials: Option<(String, Secret)>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Records in flight at once.
+    pub max_in_flight: usize,
+    /// First reconnection delay.
+    pub reconnect_min: Duration,
+    /// Longest reconnection delay.
+    pub reconnect_max: Duration,
+    /// The device's topics.
+    pub topics: Topics,
+    /// The last will: the `offline` status payload.
+    pub will: Vec<u8>,
+}
+
+/// A file or variable named by `[mqtt]` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttSetupError {
+    /// A file could not be read.
+    #[error("cannot read {key} {}: {source}", path.display())]
+    File {
+        /// The configuration key.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The password variable is not set (or not UTF-8).
+    #[error("mqtt.password_env: environment variable {0} is not set")]
+    MissingEnv(String),
+    /// The configuration names no broker.
+    #[error("mqtt.url is not set")]
+    NoBroker,
+}
+
+impl MqttSettings {
+    /// Reads the password and TLS files named by `config` (the only I/O of MQTT set-up).
+    pub fn resolve(
+        config: &ValidatedConfig,
+        will: Vec<u8>,
+    ) -> Result<MqttSettings, MqttSetupError> {
+        let broker = config.broker().ok_or(MqttSetupError::NoBroker)?;
+        let m = &config.config().mqtt;
+        let read = |key: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| MqttSetupError::File {
+                key,
+                path: path.clone(),
+                source,
+            })
+        };
+        let password = match (&m.password_file, &m.password_env) {
+            (Some(path), _) => {
+                let bytes = read("mqtt.password_file", path)?;
+                let text = String::from_utf8_lossy(&bytes);
+                Some(Secret(text.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            (None, Some(var)) => Some(Secret(
+                std::env::var(var).map_err(|_| MqttSetupError::MissingEnv(var.clone()))?,
+            )),
+            (None, None) => None,
+        };
+        let credentials = m
+            .username
+            .clone()
+            .map(|u| (u, password.unwrap_or(Secret(String::new()))));
+        let tls = match (&m.ca_file, broker.tls) {
+            (Some(ca), true) => {
+                let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+                    (Some(cert), Some(key)) => Some((
+                        read("mqtt.client_cert_file", cert)?,
+                        Secret(
+                            String::from_utf8_lossy(&read("mqtt.client_key_file", key)?)
+                                .into_owned(),
+                        ),
+                    )),
+                    _ => None,
+                };
+                Some(TlsMaterial {
+                    ca: read("mqtt.ca_file", ca)?,
+                    client_auth,
+                })
+            }
+            _ => None,
+        };
+        Ok(MqttSettings {
+            host: broker.host.clone(),
+            port: broker.port,
+            client_id: config.client_id(),
+            tls,
+            credentials,
+            keep_alive: Duration::from_secs(u64::from(m.keep_alive_secs.get())),
+            max_in_flight: usize::from(m.max_in_flight.get()),
+            reconnect_min: Duration::from_millis(m.reconnect_min_ms.get()),
+            reconnect_max: Duration::from_millis(m.reconnect_max_ms.get()),
+            topics: config.topics().clone(),
+            will,
+        })
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_clean_session(true);
+        options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        let qos1_cap = self.max_in_flight + CONTROL_SLOTS;
+        // rumqttc's limit stays above ours, so its packet ids never collide (module docs).
+        options.set_inflight(u16::try_from(qos1_cap + 8).unwrap_or(u16::MAX));
+        options.set_last_will(LastWill::new(
+            self.topics.status(),
+            self.will.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some((user, password)) = &self.credentials {
+            options.set_credentials(user.clone(), password.expose().to_string());
+        }
+        if let Some(tls) = &self.tls {
+            let client_auth = tls
+                .client_auth
+                .as_ref()
+                .map(|(cert, key)| (cert.clone(), key.expose().as_bytes().to_vec()));
+            options.set_transport(Transport::Tls(TlsConfiguration::Simple {
+                ca: tls.ca.clone(),
+                alpn: None,
+                client_auth,
+            }));
+        }
+        options
+    }
+}
+
+/// Reconnection delays: doubling from `min` to `max`, each drawn in `[d/2, d]`.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Backoff {
+            min,
+            max,
+            next: min,
+            rng: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    fn delay(&mut self) -> Duration {
+        // xorshift64: jitter only, no need for a better generator.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        let delay = self.next.mul_f64(0.5 + 0.5 * unit);
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}
+
+/// What one submitted publish was, to pair it with its packet id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// An outbox record.
+    Record(u64),
+    /// A QoS 1 control message (status, ack).
+    Control,
+    /// A QoS 0 message (no packet id).
+    Fire,
+}
+
+/// One client and its connection thread; everything here dies with the connection.
+struct Session {
+    client: Client,
+    epoch: u64,
+    connected: bool,
+    /// Submitted, waiting for their `Outgoing::Publish` event, in order.
+    submitted: VecDeque<Tag>,
+    /// Sent QoS 1 publishes by packet id, waiting for their PUBACK.
+    in_flight: HashMap<u16, Tag>,
+    /// Highest record `seq` submitted on this connection.
+    cursor: Option<u64>,
+    /// Packet id of the final status, once sent (shutdown).
+    final_status_sent: bool,
+}
+
+impl Session {
+    fn records_in_flight(&self) -> usize {
+        let submitted = self
+            .submitted
+            .iter()
+            .filter(|t| matches!(t, Tag::Record(_)))
+            .count();
+        submitted
+            + self
+                .in_flight
+                .values()
+                .filter(|t| matches!(t, Tag::Record(_)))
+                .count()
+    }
+
+    fn qos1_in_flight(&self) -> usize {
+        self.submitted.iter().filter(|t| **t != Tag::Fire).count() + self.in_flight.len()
+    }
+
+    /// Submits a publish; returns whether rumqttc took it.
+    fn publish(
+        &mut self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        tag: Tag,
+    ) -> bool {
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => {
+                self.submitted.push_back(tag);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt request channel full; will retry");
+                false
+            }
+        }
+    }
+}
+
+/// Publishes to the broker (see the module docs).
+pub struct MqttSink {
+    settings: MqttSettings,
+    outbox: SharedOutbox,
+    inbox: Receiver<SinkMessage>,
+    /// Given to connection threads.
+    events: SyncSender<SinkMessage>,
+    control: SyncSender<ControlRequest>,
+    connects: Arc<AtomicU64>,
+    backoff: Backoff,
+    epoch: u64,
+    session: Option<Session>,
+    reconnect_at: Instant,
+    failures: u32,
+    status: Option<Vec<u8>>,
+    status_dirty: bool,
+    replies: VecDeque<(ReplyTopic, Vec<u8>)>,
+    shutdown: Option<(Instant, Vec<u8>)>,
+    last_flush: Instant,
+}
+
+impl fmt::Debug for MqttSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttSink")
+            .field("host", &self.settings.host)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+impl MqttSink {
+    /// A sink for `settings`. `inbox`/`events` are the two ends of its channel; checked
+    /// control requests go to `control`; successful connections are counted in `connects`.
+    pub fn new(
+        settings: MqttSettings,
+        outbox: SharedOutbox,
+        inbox: Receiver<SinkMessage>,
+        events: SyncSender<SinkMessage>,
+        control: SyncSender<ControlRequest>,
+        connects: Arc<AtomicU64>,
+    ) -> Self {
+        let backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
+        MqttSink {
+            settings,
+            outbox,
+            inbox,
+            events,
+            control,
+            connects,
+            backoff,
+            epoch: 0,
+            session: None,
+            reconnect_at: Instant::now(),
+            failures: 0,
+            status: None,
+            status_dirty: false,
+            replies: VecDeque::new(),
+            shutdown: None,
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// Runs until a [`SinkMessage::Shutdown`] has been carried out.
+    pub fn run(mut self) -> Result<(), SinkError> {
+        loop {
+            if self.session.is_none() && Instant::now() >= self.reconnect_at {
+                self.connect()?;
+            }
+            match self.inbox.recv_timeout(Duration::from_millis(100)) {
+                Ok(message) => self.handle(message)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(SinkError::Disconnected),
+            }
+            self.pump()?;
+            if let Some((deadline, _)) = &self.shutdown {
+                if self.finished_draining() || Instant::now() >= *deadline {
+                    self.finish();
+                    return Ok(());
+                }
+            }
+            if self.last_flush.elapsed() >= Duration::from_secs(1) {
+                lock_outbox(&self.outbox).flush()?;
+                self.last_flush = Instant::now();
+            }
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), SinkError> {
+        self.epoch += 1;
+        // Room for every QoS 1 message the window allows, plus QoS 0 stats and subscriptions.
+        let capacity = 4 * (self.settings.max_in_flight + CONTROL_SLOTS) + 16;
+        let (client, mut connection) = Client::new(self.settings.options(), capacity);
+        let events = self.events.clone();
+        let epoch = self.epoch;
+        std::thread::Builder::new()
+            .name(format!("caer-mqtt-{epoch}"))
+            .spawn(move || {
+                for event in connection.iter() {
+                    let failed = event.is_err();
+                    if events.send(SinkMessage::Mqtt { epoch, event }).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(SinkError::Thread)?;
+        tracing::debug!(host = %self.settings.host, port = self.settings.port, epoch, "connecting to the broker");
+        self.session = Some(Session {
+            client,
+            epoch,
+            connected: false,
+            submitted: VecDeque::new(),
+            in_flight: HashMap::new(),
+            cursor: None,
+            final_status_sent: false,
+        });
+        Ok(())
+    }
+
+    fn handle(&mut self, message: SinkMessage) -> Result<(), SinkError> {
+        match message {
+            SinkMessage::OutboxReady => {}
+            SinkMessage::Status(payload) => {
+                self.status = Some(payload);
+                self.status_dirty = true;
+            }
+            SinkMessage::Stats(payload) => {
+                if let Some(session) = self.session.as_mut().filter(|s| s.connected) {
+                    session.publish(
+                        self.settings.topics.stats(),
+                        QoS::AtMostOnce,
+                        false,
+                        payload,
+                        Tag::Fire,
+                    );
+                }
+            }
+            SinkMessage::Reply(topic, payload) => self.queue_reply(topic, payload),
+            SinkMessage::Shutdown { drain, status } => {
+                self.shutdown = Some((Instant::now() + drain, status));
+            }
+            SinkMessage::Mqtt { epoch, event } => {
+                if self.session.as_ref().is_some_and(|s| s.epoch == epoch) {
+                    match event {
+                        Ok(event) => self.on_event(event)?,
+                        Err(error) => self.on_error(&error),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_reply(&mut self, topic: ReplyTopic, payload: Vec<u8>) {
+        if self.replies.len() >= MAX_QUEUED_REPLIES {
+            self.replies.pop_front();
+            tracing::warn!("too many unsent replies; dropped the oldest");
+        }
+        self.replies.push_back((topic, payload));
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<(), SinkError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                session.connected = true;
+                self.failures = 0;
+                self.backoff.reset();
+                self.connects.fetch_add(1, Ordering::Relaxed);
+                let depth = lock_outbox(&self.outbox).depth();
+                tracing::info!(host = %self.settings.host, port = self.settings.port, pending_records = depth, "connected to the broker");
+                let topics = &self.settings.topics;
+                for topic in [topics.config_set(), topics.cmd()] {
+                    if let Err(e) = session
+                        .client
+                        .try_subscribe(topic.clone(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!(%topic, error = %e, "cannot subscribe");
+                    }
+                }
+                self.status_dirty = true;
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => match session.submitted.pop_front() {
+                Some(Tag::Fire) if pkid == 0 => {}
+                Some(tag) if tag != Tag::Fire && pkid != 0 => {
+                    session.in_flight.insert(pkid, tag);
+                }
+                other => {
+                    // Should not happen; start a clean connection rather than risk
+                    // acknowledging the wrong record.
+                    tracing::error!(pkid, tag = ?other, "publish bookkeeping out of step; reconnecting");
+                    self.drop_session(Duration::ZERO);
+                }
+            },
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(Tag::Record(seq)) = session.in_flight.remove(&ack.pkid) {
+                    lock_outbox(&self.outbox).ack(seq)?;
+                    tracing::trace!(seq, "record acknowledged");
+                }
+            }
+            Event::Incoming(Packet::SubAck(ack))
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+            {
+                tracing::error!(
+                    "the broker refused a subscription to config/set or cmd; remote control is off"
+                );
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                self.on_control(&publish.topic, &publish.payload)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_control(&mut self, topic: &str, payload: &[u8]) {
+        let topics = &self.settings.topics;
+        let (parsed, reply_topic) = if topic == topics.config_set() {
+            (fleet::parse_config_set(payload), ReplyTopic::ConfigAck)
+        } else if topic == topics.cmd() {
+            (fleet::parse_cmd(payload), ReplyTopic::CmdAck)
+        } else {
+            return;
+        };
+        let rejected = match parsed {
+            Ok(request) => match self.control.try_send(request) {
+                Ok(()) => return,
+                Err(TrySendError::Full(request)) => {
+                    rejection(&request, "the daemon is busy; retry later")
+                }
+                Err(TrySendError::Disconnected(request)) => {
+                    rejection(&request, "the daemon is shutting down")
+                }
+            },
+            Err(rejected) => rejected,
+        };
+        tracing::warn!(%topic, errors = ?rejected.errors, "rejected a control message");
+        let payload = match reply_topic {
+            ReplyTopic::ConfigAck => {
+                serde_json::to_vec(&ConfigAck::error(rejected.id, rejected.errors))
+            }
+            ReplyTopic::CmdAck => {
+                serde_json::to_vec(&CmdAck::error(rejected.id, None, rejected.errors))
+            }
+        };
+        if let Ok(payload) = payload {
+            self.queue_reply(reply_topic, payload);
+        }
+    }
+
+    fn on_error(&mut self, error: &ConnectionError) {
+        self.failures += 1;
+        let delay = self.backoff.delay();
+        let was_connected = self.session.as_ref().is_some_and(|s| s.connected);
+        let retry_ms = delay.as_millis() as u64;
+        match error {
+            ConnectionError::ConnectionRefused(
+                code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+            ) => tracing::error!(
+                host = %self.settings.host,
+                code = ?code,
+                attempt = self.failures,
+                retry_ms,
+                "the broker refused the credentials; check mqtt.username and the password"
+            ),
+            _ if was_connected => {
+                tracing::warn!(host = %self.settings.host, error = %error, retry_ms, "lost the broker connection")
+            }
+            _ => tracing::warn!(
+                host = %self.settings.host,
+                port = self.settings.port,
+                error = %error,
+                attempt = self.failures,
+                retry_ms,
+                "cannot connect to the broker"
+            ),
+        }
+        self.drop_session(delay);
+    }
+
+    /// Forgets the client (its connection thread then ends) and schedules a reconnection.
+    fn drop_session(&mut self, delay: Duration) {
+        self.session = None;
+        self.reconnect_at = Instant::now() + delay;
+    }
+
+    /// Submits what the window allows: status, replies, then outbox records.
+    fn pump(&mut self) -> Result<(), SinkError> {
+        let Some(session) = self.session.as_mut().filter(|s| s.connected) else {
+            return Ok(());
+        };
+        let topics = &self.settings.topics;
+        let qos1_cap = self.settings.max_in_flight + CONTROL_SLOTS;
+        if self.status_dirty && session.qos1_in_flight() < qos1_cap {
+            if let Some(status) = &self.status {
+                if session.publish(
+                    topics.status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    status.clone(),
+                    Tag::Control,
+                ) {
+                    self.status_dirty = false;
+                }
+            } else {
+                self.status_dirty = false;
+            }
+        }
+        while session.qos1_in_flight() < qos1_cap {
+            let Some((topic, payload)) = self.replies.pop_front() else {
+                break;
+            };
+            let topic = match topic {
+                ReplyTopic::ConfigAck => topics.config_ack(),
+                ReplyTopic::CmdAck => topics.cmd_ack(),
+            };
+            if !session.publish(topic, QoS::AtLeastOnce, false, payload, Tag::Control) {
+                break;
+            }
+        }
+        let room = self
+            .settings
+            .max_in_flight
+            .saturating_sub(session.records_in_flight());
+        if room > 0 {
+            let batch = lock_outbox(&self.outbox).pending_after(session.cursor, room);
+            for (seq, payload) in batch {
+                if !session.publish(
+                    topics.engagement(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                    Tag::Record(seq),
+                ) {
+                    break;
+                }
+                session.cursor = Some(seq);
+            }
+        }
+        if let Some((_, status)) = &self.shutdown {
+            let drained =
+                session.records_in_flight() == 0 && lock_outbox(&self.outbox).depth() == 0;
+            if drained && !session.final_status_sent && session.qos1_in_flight() < qos1_cap {
+                session.final_status_sent = session.publish(
+                    topics.status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    status.clone(),
+                    Tag::Control,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether shutdown may complete: every record delivered and the final status acked.
+    fn finished_draining(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.final_status_sent && s.qos1_in_flight() == 0)
+    }
+
+    fn finish(&mut self) {
+        if let Err(e) = lock_outbox(&self.outbox).flush() {
+            tracing::error!(error = %e, "cannot write the outbox ledger");
+        }
+        let depth = lock_outbox(&self.outbox).depth();
+        if let Some(session) = self.session.take() {
+            if session.connected {
+                // A clean DISCONNECT: the broker does not publish the last will, so the
+                // final status (published above, retained) is what remains.
+                let _ = session.client.try_disconnect();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if depth > 0 {
+            tracing::warn!(
+                pending_records = depth,
+                "stopping with undelivered records; they are sent after the next start"
+            );
+        }
+    }
+}
+
+fn rejection(request: &ControlRequest, reason: &str) -> Rejected {
+    let id = match request {
+        ControlRequest::SetConfig { id, .. } | ControlRequest::Command { id, .. } => id.clone(),
+    };
+    Rejected {
+        id,
+        errors: vec![crate::daemon::config::ConfigIssue {
+            key: String::new(),
+            reason: reason.to_string(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<Duration> = (0..8).map(|_| b.delay()).collect();
+        let bounds = [100u64, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (d, max) in delays.iter().zip(bounds) {
+            assert!(
+                *d >= Duration::from_millis(max / 2) && *d <= Duration::from_millis(max),
+                "{d:?} vs {max}"
+            );
+        }
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let settings = format!(
+            "{:?}",
+            (
+                Secret::new("hunter2".into()),
+                TlsMaterial {
+                    ca: vec![1],
+                    client_auth: Some((vec![2], Secret::new("KEY".into()))),
+                }
+            )
+        );
+        assert!(
+            !settings.contains("hunter2") && !settings.contains("KEY"),
+            "{settings}"
+        );
+    }
+}

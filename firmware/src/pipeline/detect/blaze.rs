@@ -1,0 +1,371 @@
+//! BlazeFace short-range (MediaPipe), the bundle's face detector network, tiled over the frame.
+//!
+//! The network sees a 128x128 image and finds faces that fill roughly a fifth to a half of
+//! it (it was made for selfies). A classroom frame holds many small faces, so the frame is
+//! covered at each configured *tile size* `T` by overlapping square tiles of `T` frame
+//! pixels, each scaled to 128x128: the frame is resized once per tile size by `128 / T`
+//! (Pillow-exact bilinear, as the crops) and cut into 128-pixel tiles that overlap by 32
+//! pixels (a quarter). A face whose side is at most a quarter of `T` is therefore whole in
+//! some tile, and tile sizes that double (224, 448, 896 by default) cover every face from
+//! about a sixth of the smallest tile upwards. Detections of all tiles and sizes are merged
+//! by greedy non-maximum suppression, which also drops the smaller boxes of faces cut by a
+//! tile edge. (Dropping every box that touches an inner tile edge instead lost two more of
+//! the 29 faces of the group photo scaled to 1920x1080; the tests' figures are with this
+//! scheme.)
+//!
+//! Decoding follows MediaPipe's `face_detection_short_range` graph: 896 SSD anchors of fixed
+//! size 1 (stride 8: 16x16 cells x 2; stride 16: 8x8 cells x 6), box centre = anchor +
+//! offset / 128, size = regressed size / 128, score = sigmoid(logit clipped to +-100).
+//! The six keypoints of the 16 regressed values are not used.
+//!
+//! The network runs on the model's inference backend ([`crate::pipeline::model::backend::FaceDetectorNetwork`]):
+//! tract or ONNX Runtime with the same providers as the image encoder, as many tiles per call
+//! as the backend takes best (one on tract, eight on ONNX Runtime).
+
+use std::sync::Arc;
+
+use super::{DetectError, Detection, FaceDetector};
+use crate::pipeline::frame::Frame;
+use crate::pipeline::model::backend::FaceDetectorNetwork;
+use crate::pipeline::preprocess::resample::{PillowBilinear, Rect};
+use crate::pipeline::track::iou;
+
+/// Side of the network's square input.
+pub const INPUT_SIZE: usize = 128;
+/// Anchors (candidate boxes) per input.
+pub const NUM_ANCHORS: usize = 896;
+/// Regressed values per anchor: box centre offset, size, then six keypoints.
+pub const REGRESSOR_LEN: usize = 16;
+
+/// Overlap of neighbouring tiles, in network pixels (a quarter of a tile).
+const TILE_OVERLAP: usize = 32;
+/// Smallest and largest accepted tile size, in frame pixels.
+const TILE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 32..=4096;
+
+/// Settings of the BlazeFace detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlazeConfig {
+    /// Tile sides in frame pixels, each scaled to 128x128. Faces of about a sixth to a
+    /// quarter of a tile are found best; smaller tiles find smaller faces and cost more
+    /// (tiles grow with the square of `frame / tile`).
+    pub tile_sizes: Vec<u32>,
+    /// Score (0 to 1) a face needs. MediaPipe uses 0.5; 0.6 keeps group photos free of
+    /// false positives at the same recall.
+    pub score_threshold: f32,
+    /// Overlap (IoU) above which the weaker of two boxes is dropped.
+    pub nms_iou: f32,
+}
+
+impl Default for BlazeConfig {
+    fn default() -> Self {
+        BlazeConfig {
+            tile_sizes: vec![224, 448, 896],
+            score_threshold: 0.6,
+            nms_iou: 0.3,
+        }
+    }
+}
+
+impl BlazeConfig {
+    /// Every setting out of range, each a [`DetectError::Config`]; empty when all are fine.
+    /// (`caerd`'s configuration check reports them all under `detect.blaze`.)
+    pub fn issues(&self) -> Vec<DetectError> {
+        let mut issues = Vec::new();
+        let mut check = |ok: bool, field, value: String, reason| {
+            if !ok {
+                issues.push(DetectError::Config {
+                    field,
+                    value,
+                    reason,
+                });
+            }
+        };
+        let sizes = &self.tile_sizes;
+        check(
+            !sizes.is_empty() && sizes.iter().all(|s| TILE_SIZE_RANGE.contains(s)),
+            "tile_sizes",
+            format!("{sizes:?}"),
+            "it must list at least one size, each from 32 to 4096",
+        );
+        check(
+            self.score_threshold > 0.0 && self.score_threshold < 1.0,
+            "score_threshold",
+            self.score_threshold.to_string(),
+            "it must be between 0 and 1",
+        );
+        check(
+            self.nms_iou > 0.0 && self.nms_iou <= 1.0,
+            "nms_iou",
+            self.nms_iou.to_string(),
+            "it must be above 0 and at most 1",
+        );
+        issues
+    }
+
+    fn validate(&self) -> Result<(), DetectError> {
+        self.issues().into_iter().next().map_or(Ok(()), Err)
+    }
+}
+
+/// BlazeFace short-range over tiles of the frame (see the module docs).
+pub struct BlazeDetector {
+    network: Arc<dyn FaceDetectorNetwork>,
+    config: BlazeConfig,
+    /// Anchor centres `[x, y]` in input units (0 to 1).
+    anchors: Vec<[f32; 2]>,
+    resizer: PillowBilinear,
+    /// The frame at one tile size's scale, RGB8, at least 128x128 (zero-padded).
+    scaled: Vec<u8>,
+    input: Vec<f32>,
+    regressors: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl std::fmt::Debug for BlazeDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlazeDetector")
+            .field("network", &self.network)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlazeDetector {
+    /// The detector running `network` (from [`crate::pipeline::model::backend::InferenceBackend::load_face_detector`]).
+    pub fn new(
+        network: Arc<dyn FaceDetectorNetwork>,
+        config: BlazeConfig,
+    ) -> Result<Self, DetectError> {
+        config.validate()?;
+        Ok(BlazeDetector {
+            network,
+            config,
+            anchors: anchors(),
+            resizer: PillowBilinear::default(),
+            scaled: Vec::new(),
+            input: Vec::new(),
+            regressors: Vec::new(),
+            logits: Vec::new(),
+        })
+    }
+
+    /// Appends the faces found with tiles of `tile` frame pixels.
+    fn detect_at(
+        &mut self,
+        frame: &Frame,
+        tile: u32,
+        found: &mut Vec<Detection>,
+    ) -> Result<(), DetectError> {
+        let (width, height) = (frame.width() as usize, frame.height() as usize);
+        let scale = INPUT_SIZE as f64 / f64::from(tile);
+        let scaled_w = ((width as f64 * scale).round() as usize).max(1);
+        let scaled_h = ((height as f64 * scale).round() as usize).max(1);
+        // Frames smaller than one tile are padded (black) up to 128x128.
+        let (canvas_w, canvas_h) = (scaled_w.max(INPUT_SIZE), scaled_h.max(INPUT_SIZE));
+        self.scaled.clear();
+        self.scaled.resize(canvas_w * canvas_h * 3, 0);
+        self.resizer.resize(
+            frame.image.as_raw(),
+            width,
+            Rect {
+                left: 0,
+                top: 0,
+                width,
+                height,
+            },
+            &mut self.scaled,
+            canvas_w,
+            Rect {
+                left: 0,
+                top: 0,
+                width: scaled_w,
+                height: scaled_h,
+            },
+        );
+        // Boxes in scaled pixels are mapped back with these factors (exact per axis).
+        let (back_x, back_y) = (
+            width as f32 / scaled_w as f32,
+            height as f32 / scaled_h as f32,
+        );
+        let threshold_logit = logit(self.config.score_threshold);
+        let tiles: Vec<(usize, usize)> = tile_origins(canvas_h)
+            .flat_map(|top| tile_origins(canvas_w).map(move |left| (left, top)))
+            .collect();
+        let per_call = self.network.max_batch().max(1);
+        let image_len = 3 * INPUT_SIZE * INPUT_SIZE;
+        for batch in tiles.chunks(per_call) {
+            let n = batch.len();
+            self.input.resize(n * image_len, 0.0);
+            self.regressors.resize(n * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
+            self.logits.resize(n * NUM_ANCHORS, 0.0);
+            for (k, &(left, top)) in batch.iter().enumerate() {
+                fill_input(
+                    &self.scaled,
+                    canvas_w,
+                    left,
+                    top,
+                    &mut self.input[k * image_len..][..image_len],
+                );
+            }
+            self.network
+                .run(&self.input, n, &mut self.regressors, &mut self.logits)
+                .map_err(DetectError::Network)?;
+            for (k, &(left, top)) in batch.iter().enumerate() {
+                let logits = &self.logits[k * NUM_ANCHORS..][..NUM_ANCHORS];
+                let regressors = &self.regressors[k * NUM_ANCHORS * REGRESSOR_LEN..];
+                for (i, &raw) in logits.iter().enumerate() {
+                    if raw < threshold_logit {
+                        continue;
+                    }
+                    let r = &regressors[i * REGRESSOR_LEN..][..4];
+                    let [ax, ay] = self.anchors[i];
+                    let size = INPUT_SIZE as f32;
+                    let (cx, cy) = (ax * size + r[0], ay * size + r[1]);
+                    let (l, t) = (left as f32, top as f32);
+                    let bbox = [
+                        ((l + cx - r[2] / 2.0) * back_x).clamp(0.0, width as f32),
+                        ((t + cy - r[3] / 2.0) * back_y).clamp(0.0, height as f32),
+                        ((l + cx + r[2] / 2.0) * back_x).clamp(0.0, width as f32),
+                        ((t + cy + r[3] / 2.0) * back_y).clamp(0.0, height as f32),
+                    ];
+                    if bbox[2] > bbox[0] && bbox[3] > bbox[1] {
+                        found.push(Detection {
+                            bbox,
+                            score: sigmoid(raw),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FaceDetector for BlazeDetector {
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, DetectError> {
+        if frame.width() == 0 || frame.height() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        for i in 0..self.config.tile_sizes.len() {
+            self.detect_at(frame, self.config.tile_sizes[i], &mut found)?;
+        }
+        Ok(suppress_overlaps(found, self.config.nms_iou))
+    }
+}
+
+/// The 128x128 tile at (`left`, `top`) of the scaled frame (RGB8, `canvas_w` pixels per
+/// row) into `out` as `[3, 128, 128]` in `[-1, 1]`.
+fn fill_input(scaled: &[u8], canvas_w: usize, left: usize, top: usize, out: &mut [f32]) {
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    for y in 0..INPUT_SIZE {
+        let row = &scaled[((top + y) * canvas_w + left) * 3..][..INPUT_SIZE * 3];
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                out[c * plane + y * INPUT_SIZE + x] = f32::from(v) / 127.5 - 1.0;
+            }
+        }
+    }
+}
+
+/// Tile origins along a side of `len` (at least [`INPUT_SIZE`]) pixels: every
+/// `INPUT_SIZE - TILE_OVERLAP`, the last one flush with the end.
+fn tile_origins(len: usize) -> impl Iterator<Item = usize> {
+    let step = INPUT_SIZE - TILE_OVERLAP;
+    let last = len - INPUT_SIZE;
+    let count = last.div_ceil(step) + 1;
+    (0..count).map(move |i| (i * step).min(last))
+}
+
+/// MediaPipe's short-range anchors: centres in input units, in the network's output order.
+fn anchors() -> Vec<[f32; 2]> {
+    let mut out = Vec::with_capacity(NUM_ANCHORS);
+    for (stride, per_cell) in [(8, 2), (16, 6)] {
+        let cells = INPUT_SIZE / stride;
+        for y in 0..cells {
+            for x in 0..cells {
+                let centre = [
+                    (x as f32 + 0.5) / cells as f32,
+                    (y as f32 + 0.5) / cells as f32,
+                ];
+                out.extend(std::iter::repeat_n(centre, per_cell));
+            }
+        }
+    }
+    debug_assert_eq!(out.len(), NUM_ANCHORS);
+    out
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x.clamp(-100.0, 100.0)).exp())
+}
+
+/// The logit whose sigmoid is `p` (0 < p < 1).
+fn logit(p: f32) -> f32 {
+    (p / (1.0 - p)).ln()
+}
+
+/// Greedy non-maximum suppression: the strongest box wins, boxes overlapping a kept box by
+/// more than `max_iou` go.
+fn suppress_overlaps(mut found: Vec<Detection>, max_iou: f32) -> Vec<Detection> {
+    found.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Detection> = Vec::new();
+    for d in found {
+        if kept.iter().all(|k| iou(&k.bbox, &d.bbox) <= max_iou) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_side_with_the_last_flush() {
+        assert_eq!(tile_origins(128).collect::<Vec<_>>(), [0]);
+        assert_eq!(tile_origins(200).collect::<Vec<_>>(), [0, 72]);
+        assert_eq!(tile_origins(224).collect::<Vec<_>>(), [0, 96]);
+        assert_eq!(tile_origins(225).collect::<Vec<_>>(), [0, 96, 97]);
+        for len in 128..700 {
+            let o: Vec<_> = tile_origins(len).collect();
+            assert_eq!(o[0], 0);
+            assert_eq!(*o.last().unwrap(), len - INPUT_SIZE);
+            // Neighbours overlap by at least TILE_OVERLAP.
+            assert!(o
+                .windows(2)
+                .all(|w| w[1] > w[0] && w[1] - w[0] <= INPUT_SIZE - TILE_OVERLAP));
+        }
+    }
+
+    #[test]
+    fn anchors_follow_mediapipe_order() {
+        let a = anchors();
+        assert_eq!(a.len(), NUM_ANCHORS);
+        assert_eq!(a[0], [0.5 / 16.0, 0.5 / 16.0]);
+        assert_eq!(a[1], a[0]);
+        assert_eq!(a[2], [1.5 / 16.0, 0.5 / 16.0]);
+        assert_eq!(a[512], [0.5 / 8.0, 0.5 / 8.0]);
+        assert_eq!(a[517], a[512]);
+        assert_eq!(a[518], [1.5 / 8.0, 0.5 / 8.0]);
+        assert_eq!(a[895], [7.5 / 8.0, 7.5 / 8.0]);
+    }
+
+    #[test]
+    fn suppression_keeps_the_strongest_of_overlapping_boxes() {
+        let d = |l: f32, score| Detection {
+            bbox: [l, 0.0, l + 10.0, 10.0],
+            score,
+        };
+        let kept = suppress_overlaps(vec![d(0.0, 0.7), d(1.0, 0.9), d(30.0, 0.65)], 0.3);
+        assert_eq!(kept, vec![d(1.0, 0.9), d(30.0, 0.65)]);
+    }
+
+    #[test]
+    fn threshold_logit_is_the_inverse_of_the_sigmoid() {
+        for p in [0.1, 0.5, 0.6, 0.9] {
+            assert!((sigmoid(logit(p)) - p).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Pacing between capture and inference: a drop-oldest frame queue and a per-track
+//! sampling scheduler.
+//!
+//! - [`FrameQueue`] joins the capture thread to the inference thread. A camera cannot be
+//!   told to wait, so when the queue is full the **oldest** frame is dropped (the newest is
+//!   what the classroom looks like now), and the drop is counted in an atomic counter
+//!   that stats can read at any time ([`FrameQueue::dropped_total`]).
+//! - [`TrackSampler`] decides which tracked faces of a frame go to the classifier: each
+//!   track at most `rate_hz` times per second of capture time (default 2), so a clip of
+//!   `T` = 16 samples spans 8 s whatever the camera's frame rate. Due times advance by the
+//!   period, so jitter in frame times does not lower the average rate; after a gap (frames
+//!   dropped, the face away) sampling restarts from the next frame.
+//!
+//! Bounds: the queue holds at most `capacity` frames in a buffer allocated once; the
+//! sampler keeps one due time per track, for at most `max_tracks` tracks (a track beyond
+//! that is not sampled and is counted); the caller forgets tracks that end.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::pipeline::frame::Frame;
+use crate::pipeline::track::TrackedFace;
+
+/// What [`FrameQueue::pop`] got.
+#[derive(Debug)]
+pub enum Popped {
+    /// The oldest queued frame.
+    Frame(Frame),
+    /// No frame came before the timeout.
+    Empty,
+    /// The queue is closed and empty: the producer is gone.
+    Closed,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    frames: VecDeque<Frame>,
+    closed: bool,
+}
+
+/// A bounded frame queue that drops the oldest frame when full; shared through `Arc`.
+#[derive(Debug)]
+pub struct FrameQueue {
+    capacity: usize,
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    pushed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl FrameQueue {
+    /// An empty queue of `capacity` frames (its buffer is allocated here, once).
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        FrameQueue {
+            capacity: capacity.get(),
+            state: Mutex::new(QueueState {
+                frames: VecDeque::with_capacity(capacity.get()),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            pushed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    // A panic while holding the lock leaves a consistent `VecDeque`: go on with it.
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `frame`, dropping the oldest queued frame if full. Returns `false` (and
+    /// drops `frame`) once the queue is closed.
+    pub fn push(&self, frame: Frame) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        if state.frames.len() == self.capacity {
+            state.frames.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        state.frames.push_back(frame);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The oldest frame, waiting up to `timeout` for one.
+    pub fn pop(&self, timeout: Duration) -> Popped {
+        let state = self.lock();
+        let (mut state, _) = self
+            .ready
+            .wait_timeout_while(state, timeout, |s| s.frames.is_empty() && !s.closed)
+            .unwrap_or_else(PoisonError::into_inner);
+        match state.frames.pop_front() {
+            Some(frame) => Popped::Frame(frame),
+            None if state.closed => Popped::Closed,
+            None => Popped::Empty,
+        }
+    }
+
+    /// Refuses further frames; consumers get the queued ones, then [`Popped::Closed`].
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Most frames held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Frames accepted by [`FrameQueue::push`] since creation.
+    pub fn pushed_total(&self) -> u64 {
+        self.pushed.load(Ordering::Relaxed)
+    }
+
+    /// Frames dropped (oldest first) because the queue was full, since creation.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-track sampling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerConfig {
+    /// Samples per second per track, above 0 and at most 1000.
+    pub rate_hz: f64,
+    /// Most tracks with a due time.
+    pub max_tracks: NonZeroUsize,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            rate_hz: 2.0,
+            max_tracks: NonZeroUsize::new(64).expect("64 is not zero"),
+        }
+    }
+}
+
+/// A sampling rate out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("sampling rate_hz is {0}; it must be above 0 and at most 1000")]
+pub struct SamplerConfigError(pub f64);
+
+/// Decides which tracked faces of each frame are sampled for the classifier.
+#[derive(Debug)]
+pub struct TrackSampler {
+    /// The configured period, `1 / rate_hz`.
+    base_period: Duration,
+    /// `base_period` divided by the rate factor (thermal throttling).
+    period: Duration,
+    max_tracks: usize,
+    next_due: HashMap<u64, Instant>,
+    refused_total: u64,
+}
+
+impl TrackSampler {
+    /// A sampler with no tracks.
+    pub fn new(config: &SamplerConfig) -> Result<Self, SamplerConfigError> {
+        if !(config.rate_hz > 0.0 && config.rate_hz <= 1000.0) {
+            return Err(SamplerConfigError(config.rate_hz));
+        }
+        let period = Duration::from_secs_f64(1.0 / config.rate_hz);
+        Ok(TrackSampler {
+            base_period: period,
+            period,
+            max_tracks: config.max_tracks.get(),
+            next_due: HashMap::with_capacity(config.max_tracks.get()),
+            refused_total: 0,
+        })
+    }
+
+    /// Multiplies the configured rate by `factor` in (0, 1] (1 restores it); anything else is
+    /// taken as 1. Due times already set stay; the next ones use the new period.
+    pub fn set_rate_factor(&mut self, factor: f64) {
+        let factor = if factor > 0.0 && factor <= 1.0 {
+            factor
+        } else {
+            1.0
+        };
+        self.period = self.base_period.div_f64(factor);
+    }
+
+    /// Whether track `id` is sampled in the frame captured at `at`; records the sample.
+    pub fn is_due(&mut self, id: u64, at: Instant) -> bool {
+        let period = self.period;
+        let full = self.next_due.len() >= self.max_tracks;
+        match self.next_due.get_mut(&id) {
+            Some(due) if at < *due => false,
+            Some(due) => {
+                *due += period;
+                if *due <= at {
+                    // Behind by more than a period (a gap): restart from now.
+                    *due = at + period;
+                }
+                true
+            }
+            None if full => {
+                self.refused_total += 1;
+                false
+            }
+            None => {
+                self.next_due.insert(id, at + period);
+                true
+            }
+        }
+    }
+
+    /// The faces of the frame captured at `at` that are due, in the given order.
+    pub fn select(&mut self, at: Instant, faces: &[TrackedFace]) -> Vec<TrackedFace> {
+        faces
+            .iter()
+            .filter(|f| self.is_due(f.id, at))
+            .copied()
+            .collect()
+    }
+
+    /// Forgets an ended track.
+    pub fn forget(&mut self, id: u64) {
+        self.next_due.remove(&id);
+    }
+
+    /// Tracks with a due time.
+    pub fn tracks(&self) -> usize {
+        self.next_due.len()
+    }
+
+    /// Samples refused because `max_tracks` tracks were held.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn frame(sequence: u64) -> Frame {
+        Frame::new(image::RgbImage::new(2, 2), sequence)
+    }
+
+    fn queue(capacity: usize) -> FrameQueue {
+        FrameQueue::new(NonZeroUsize::new(capacity).expect("non-zero"))
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_frame() {
+        let q = queue(3);
+        for s in 0..5 {
+            assert!(q.push(frame(s)));
+        }
+        assert_eq!((q.len(), q.pushed_total(), q.dropped_total()), (3, 5, 2));
+        let mut got = Vec::new();
+        while let Popped::Frame(f) = q.pop(Duration::ZERO) {
+            got.push(f.sequence);
+        }
+        assert_eq!(got, [2, 3, 4]);
+    }
+
+    #[test]
+    fn pop_times_out_when_empty_and_reports_close_after_draining() {
+        let q = queue(2);
+        assert!(matches!(q.pop(Duration::from_millis(5)), Popped::Empty));
+        q.push(frame(1));
+        q.close();
+        assert!(!q.push(frame(2)), "closed queue accepted a frame");
+        assert!(matches!(q.pop(Duration::ZERO), Popped::Frame(f) if f.sequence == 1));
+        assert!(matches!(q.pop(Duration::from_secs(5)), Popped::Closed));
+    }
+
+    /// A producer much faster than its consumer: frames are dropped oldest first, the queue
+    /// never holds more than its capacity nor reallocates, and the newest frame survives.
+    #[test]
+    fn a_slow_consumer_loses_old_frames_and_memory_stays_bounded() {
+        let q = Arc::new(queue(4));
+        let initial_alloc = q.lock().frames.capacity();
+        let consumer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                loop {
+                    match q.pop(Duration::from_secs(5)) {
+                        Popped::Frame(f) => {
+                            seen.push(f.sequence);
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Popped::Empty => panic!("producer stalled"),
+                        Popped::Closed => return seen,
+                    }
+                }
+            })
+        };
+        let mut max_len = 0;
+        for s in 0..500 {
+            q.push(frame(s));
+            max_len = max_len.max(q.len());
+            if s % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        q.close();
+        let seen = consumer.join().expect("consumer");
+        assert!(max_len <= 4, "queue held {max_len} frames");
+        assert_eq!(
+            q.lock().frames.capacity(),
+            initial_alloc,
+            "queue buffer grew"
+        );
+        assert!(q.dropped_total() > 100, "only {} drops", q.dropped_total());
+        assert_eq!(seen.len() as u64 + q.dropped_total(), 500);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "frames out of order");
+        assert_eq!(seen.last(), Some(&499), "newest frame was dropped");
+    }
+
+    fn face(id: u64) -> TrackedFace {
+        TrackedFace {
+            id,
+            bbox: [0.0, 0.0, 1.0, 1.0],
+            score: 1.0,
+            detection: 0,
+        }
+    }
+
+    #[test]
+    fn each_track_is_sampled_at_the_configured_rate() {
+        let mut sampler = TrackSampler::new(&SamplerConfig::default()).expect("sampler");
+        let start = Instant::now();
+        let mut counts = [0u32; 2];
+        // 10 s of 30 fps capture with jittery frame times; track 2 appears after 5 s.
+        for k in 0..300u64 {
+            let jitter = Duration::from_micros(k * 7919 % 9000);
+            let at = start + Duration::from_millis(k * 1000 / 30) + jitter;
+            let faces: Vec<TrackedFace> = if k < 150 {
+                vec![face(1)]
+            } else {
+                vec![face(1), face(2)]
+            };
+            for f in sampler.select(at, &faces) {
+                counts[(f.id - 1) as usize] += 1;
+            }
+        }
+        assert_eq!(counts, [20, 10]);
+    }
+
+    #[test]
+    fn sampling_restarts_after_a_gap_and_forgotten_tracks_free_their_slot() {
+        let config = SamplerConfig {
+            rate_hz: 2.0,
+            max_tracks: NonZeroUsize::new(1).expect("1"),
+        };
+        let mut sampler = TrackSampler::new(&config).expect("sampler");
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(sampler.is_due(1, at(0)));
+        assert!(!sampler.is_due(1, at(499)));
+        assert!(sampler.is_due(1, at(500)));
+        assert!(sampler.is_due(1, at(5000)), "after a gap");
+        assert!(!sampler.is_due(1, at(5400)), "no burst to catch up");
+        assert!(sampler.is_due(1, at(5500)));
+        assert!(!sampler.is_due(2, at(5500)), "second track over max_tracks");
+        assert_eq!(sampler.refused_total(), 1);
+        sampler.forget(1);
+        assert!(sampler.is_due(2, at(5600)));
+        assert_eq!(sampler.tracks(), 1);
+    }
+
+    #[test]
+    fn a_rate_factor_lowers_the_per_track_rate_and_one_restores_it() {
+        let mut sampler = TrackSampler::new(&SamplerConfig::default()).expect("sampler");
+        let t0 = Instant::now();
+        let count = |sampler: &mut TrackSampler, from_ms: u64| {
+            (0..100u64)
+                .filter(|k| sampler.is_due(1, t0 + Duration::from_millis(from_ms + k * 100)))
+                .count()
+        };
+        // 10 s of 10 fps: 2 Hz gives 20 samples, half the rate 10.
+        assert_eq!(count(&mut sampler, 0), 20);
+        sampler.set_rate_factor(0.5);
+        assert_eq!(count(&mut sampler, 10_000), 10);
+        sampler.set_rate_factor(1.0);
+        assert_eq!(count(&mut sampler, 20_000), 20);
+        sampler.set_rate_factor(f64::NAN);
+        assert_eq!(count(&mut sampler, 30_000), 20, "a bad factor counts as 1");
+    }
+
+    #[test]
+    fn rates_out_of_range_are_rejected() {
+        for rate_hz in [0.0, -1.0, f64::NAN, 1e6] {
+            let config = SamplerConfig {
+                rate_hz,
+                ..SamplerConfig::default()
+            };
+            assert!(TrackSampler::new(&config).is_err(), "{rate_hz}");
+        }
+    }
+}
