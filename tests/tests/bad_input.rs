@@ -129,7 +129,7 @@ fn invalid_control_messages_get_error_acks_and_change_nothing() {
         (
             wrap("forbidden", json!({"mqtt": {"url": "mqtt://elsewhere"}})),
             Some("forbidden"),
-            "mqtt",
+            "mqtt.url",
         ),
         (
             wrap(
@@ -360,14 +360,22 @@ fn unrunnable_configuration_enters_safe_mode_and_stays_reachable() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-bundle");
     let source = "[source]\nkind = \"generated\"\nfps = 10.0\n[source.generated]\nwidth = 160\nheight = 120\nstudents = 4";
-    let extra =
-        "[policy]\nprofile = \"coarse\"\nmin_group_size = 2\n\n[report]\ninterval_secs = 1\n";
+    // A remote fix may point model.bundle only below an allowed root: the fixture's folder.
+    let root = caer_e2e::fixture_bundle()
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let extra = format!(
+        "[policy]\nprofile = \"coarse\"\nmin_group_size = 2\n\n[report]\ninterval_secs = 1\n\n\
+         [remote]\nallowed_roots = [{root:?}]\n"
+    );
     // The configuration is valid (no I/O in validation), but its bundle does not exist.
     let text = config_toml(
         &dir.path().join("state"),
         Some(&broker.url()),
         source,
-        extra,
+        &extra,
     )
     .replace(
         &caer_e2e::fixture_bundle().display().to_string(),

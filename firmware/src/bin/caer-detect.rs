@@ -24,13 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use caer::daemon::config::default_model_bundle;
 use caer::pipeline::detect::{
     BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector,
 };
 use caer::pipeline::frame::Frame;
 use caer::pipeline::model::backend::{select, BackendChoice, SelectOptions};
 use caer::pipeline::model::bundle::Bundle;
+use caer::pipeline::model::default_bundle;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Detector::Blaze)]
     detector: Detector,
     /// The model bundle holding the face detector network (blaze).
-    #[arg(long, default_value_os_t = default_model_bundle())]
+    #[arg(long, default_value_os_t = default_bundle())]
     bundle: PathBuf,
     /// The inference backend (blaze): auto, tensorrt, cuda, ort-cpu, ort-cpu-int8, tract.
     #[arg(long, default_value = "auto")]

@@ -9,17 +9,132 @@
 //!   zones is logged once and reports no temperature; it never stops the daemon.
 
 use std::error::Error as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use caer_board::privacy::{Decision, PrivacyController, SwitchState};
-use caer_board::thermal::{ThermalConfig, ThermalGuard};
+use caer_board::thermal::{ThermalConfig as GuardConfig, ThermalGuard};
 use caer_board::InvalidThermalConfig;
 use embedded_hal::digital::{InputPin, OutputPin};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::settings::Issues;
+pub use caer_board::linux_gpio::{LineConfig, PrivacyPinsConfig};
+
+/// The thermal guard: the `[thermal]` section (the board crate's settings, plus `enabled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThermalConfig {
+    /// Read the thermal zones at all (only sysfs reads; a board without zones reports no
+    /// temperature and is never throttled).
+    #[serde(default = "default_thermal_enabled")]
+    pub enabled: bool,
+    /// The directory holding `thermal_zone*/`.
+    #[serde(default = "caer_board::thermal::default_root")]
+    pub root: PathBuf,
+    /// Lower the sampling rate when the hottest zone reaches this temperature (°C).
+    #[serde(default = "caer_board::thermal::default_throttle_above_celsius")]
+    pub throttle_above_celsius: f32,
+    /// Restore it once the hottest zone is below `throttle_above_celsius` minus this (°C).
+    #[serde(default = "caer_board::thermal::default_hysteresis_celsius")]
+    pub hysteresis_celsius: f32,
+    /// Sampling-rate multiplier while throttled, in (0, 1].
+    #[serde(default = "caer_board::thermal::default_throttled_sampling_factor")]
+    pub throttled_sampling_factor: f32,
+    /// Zone types (the `type` file, exact match) never used, e.g. fixed sensors.
+    #[serde(default = "caer_board::thermal::default_ignore_zone_types")]
+    pub ignore_zone_types: Vec<String>,
+}
+
+impl Default for ThermalConfig {
+    fn default() -> Self {
+        let board = caer_board::thermal::ThermalConfig::default();
+        ThermalConfig {
+            enabled: default_thermal_enabled(),
+            root: board.root,
+            throttle_above_celsius: board.throttle_above_celsius,
+            hysteresis_celsius: board.hysteresis_celsius,
+            throttled_sampling_factor: board.throttled_sampling_factor,
+            ignore_zone_types: board.ignore_zone_types,
+        }
+    }
+}
+
+impl ThermalConfig {
+    /// The board crate's guard settings.
+    pub fn guard(&self) -> caer_board::thermal::ThermalConfig {
+        caer_board::thermal::ThermalConfig {
+            root: self.root.clone(),
+            throttle_above_celsius: self.throttle_above_celsius,
+            hysteresis_celsius: self.hysteresis_celsius,
+            throttled_sampling_factor: self.throttled_sampling_factor,
+            ignore_zone_types: self.ignore_zone_types.clone(),
+        }
+    }
+}
+
+/// Default of `thermal.enabled`.
+pub const fn default_thermal_enabled() -> bool {
+    true
+}
+
+impl ThermalConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        if let Err(e) = self.guard().validate() {
+            use caer_board::ThermalConfigError as E;
+            for problem in e.0 {
+                let key = match problem {
+                    E::ThrottleNotFinite(_) => "throttle_above_celsius",
+                    E::HysteresisNotPositive(_) => "hysteresis_celsius",
+                    E::FactorOutOfRange(_) => "throttled_sampling_factor",
+                    _ => "",
+                };
+                v.push(key, problem.to_string());
+            }
+        }
+        if self.enabled && self.root.as_os_str().is_empty() {
+            v.push("root", "must not be empty");
+        }
+    }
+}
+
+/// Every problem with the `[privacy]` section, keyed relative to it.
+pub fn privacy_issues(p: &PrivacyPinsConfig, v: &mut Issues) {
+    if !cfg!(feature = "gpio") {
+        v.push(
+            "",
+            "needs caerd built with the cargo feature gpio \
+             (cargo build --release --features caer-firmware/gpio)",
+        );
+    }
+    for (key, line) in [("led.chip", &p.led), ("switch.chip", &p.switch)] {
+        if line.chip.as_os_str().is_empty() {
+            v.push(key, "must not be empty");
+        }
+    }
+    if p.led.chip == p.switch.chip && p.led.line == p.switch.line {
+        v.push(
+            "switch.line",
+            format!(
+                "is line {} of {}, the same as privacy.led",
+                p.led.line,
+                p.led.chip.display()
+            ),
+        );
+    }
+    v.at_most("release_after", p.release_after.get(), 100);
+}
+
+/// A privacy pin that failed, its error rendered (the pin types are erased here).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("privacy pin: {0}")]
+pub struct PinError(pub String);
 
 /// A privacy controller with its pin types erased.
 pub trait CameraGate: Send {
-    /// One [`PrivacyController::update`]; a pin error as text.
-    fn update(&mut self, camera_wanted: bool, camera_open: bool) -> Result<Decision, String>;
+    /// One [`PrivacyController::update`].
+    fn update(&mut self, camera_wanted: bool, camera_open: bool) -> Result<Decision, PinError>;
 }
 
 impl<L, S, E> CameraGate for PrivacyController<L, S>
@@ -28,8 +143,9 @@ where
     S: InputPin<Error = E> + Send,
     E: std::fmt::Debug,
 {
-    fn update(&mut self, camera_wanted: bool, camera_open: bool) -> Result<Decision, String> {
-        PrivacyController::update(self, camera_wanted, camera_open).map_err(|e| e.to_string())
+    fn update(&mut self, camera_wanted: bool, camera_open: bool) -> Result<Decision, PinError> {
+        PrivacyController::update(self, camera_wanted, camera_open)
+            .map_err(|e| PinError(e.to_string()))
     }
 }
 
@@ -125,7 +241,7 @@ impl Thermal {
     /// # Errors
     ///
     /// [`InvalidThermalConfig`] (the daemon's config validation rules these out).
-    pub fn new(config: ThermalConfig) -> Result<Self, InvalidThermalConfig> {
+    pub fn new(config: GuardConfig) -> Result<Self, InvalidThermalConfig> {
         Ok(Thermal {
             guard: ThermalGuard::new(config)?,
             celsius: None,
@@ -199,12 +315,12 @@ mod tests {
     fn thermal_throttling_follows_a_fake_sysfs_tree() {
         let dir = tempfile::tempdir().unwrap();
         write_zone(dir.path(), 50_000);
-        let mut thermal = Thermal::new(ThermalConfig {
+        let mut thermal = Thermal::new(GuardConfig {
             root: dir.path().to_path_buf(),
             throttle_above_celsius: 80.0,
             hysteresis_celsius: 10.0,
             throttled_sampling_factor: 0.25,
-            ..ThermalConfig::default()
+            ..GuardConfig::default()
         })
         .unwrap();
         assert_eq!(thermal.temperature_c(), None, "before the first poll");
@@ -233,9 +349,9 @@ mod tests {
     #[test]
     fn a_board_without_thermal_zones_reports_no_temperature() {
         let dir = tempfile::tempdir().unwrap();
-        let mut thermal = Thermal::new(ThermalConfig {
+        let mut thermal = Thermal::new(GuardConfig {
             root: dir.path().to_path_buf(),
-            ..ThermalConfig::default()
+            ..GuardConfig::default()
         })
         .unwrap();
         thermal.poll();

@@ -80,9 +80,9 @@ pub enum BuildError {
     /// The backend cannot load the bundle's face detector network.
     #[error("detect.kind = \"blaze\": {0}")]
     DetectorNetwork(#[from] crate::pipeline::model::backend::BackendError),
-    /// A tracker, sampler or context setting is out of range.
-    #[error("{0}")]
-    Setting(String),
+    /// A tracker, sampler or context setting is out of range (validation rules this out).
+    #[error("settings: {0}")]
+    Setting(#[from] crate::pipeline::settings::SettingsError),
 }
 
 /// A failure inside the running pipeline (puts the daemon into safe mode).

@@ -178,6 +178,11 @@ pub struct StatsPayload {
     /// Per-stage latency: `queue` (capture to inference), `detect`, `track`, `classify`,
     /// `frame` (whole frame through the pipeline).
     pub latency_ms: std::collections::BTreeMap<&'static str, LatencyFigures>,
+    /// What each bounded stage dropped or refused since the start, by stage: `queue` (frames
+    /// dropped oldest-first), `track` (detections that started no track), `sample` (samples
+    /// refused), `window` (tracks evicted from the classifier), `aggregate` (results not
+    /// tallied).
+    pub dropped_total_by_stage: std::collections::BTreeMap<&'static str, u64>,
     /// Resident memory of the daemon, bytes (Linux `/proc/self/status`).
     pub memory_rss_bytes: Option<u64>,
     /// Hottest thermal zone, °C, at the thermal guard's last poll; none when the guard is

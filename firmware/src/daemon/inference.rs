@@ -5,63 +5,51 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::daemon::build::setting_error;
-use crate::daemon::build::ModelParts;
-use crate::daemon::build::Parts;
-use crate::daemon::build::SourceOpener;
+use crate::daemon::build::{ModelParts, Parts, SourceOpener};
+use crate::daemon::metrics::{Metrics, Stage};
 use crate::daemon::publish::{lock_outbox, SharedOutbox, SinkMessage};
 use crate::daemon::running::Flags;
-use crate::daemon::BuildError;
-use crate::daemon::Metrics;
 use crate::daemon::PipelineError;
 use crate::pipeline::aggregate::{Aggregate, Aggregator, EngagementRecord, RecordContext};
 use crate::pipeline::crop::ContextBoxes;
-use crate::pipeline::detect::FaceDetector;
+use crate::pipeline::detect::{Detection, FaceDetector};
 use crate::pipeline::error::ClassifyError;
-use crate::pipeline::model::classify::{softmax, StreamingClassifier};
-use crate::pipeline::schedule::{FrameQueue, Popped, SamplerConfig, TrackSampler};
+use crate::pipeline::frame::Frame;
+use crate::pipeline::model::bundle::NUM_CLASSES;
+use crate::pipeline::model::classify::{softmax, TrackInput};
+use crate::pipeline::schedule::{FrameQueue, Popped, TrackSampler};
 use crate::pipeline::source::FrameSource;
-use crate::pipeline::track::{Tracker, TrackerConfig};
+use crate::pipeline::track::{TrackUpdate, TrackedFace, Tracker};
 
-/// The inference thread's stages.
+/// The inference thread's stages, each built once from its checked settings.
 pub(super) struct Stages {
-    pub(super) detector: Box<dyn FaceDetector>,
-    pub(super) tracker_config: TrackerConfig,
-    pub(super) tracker: Tracker,
-    pub(super) sampler_config: SamplerConfig,
-    pub(super) sampler: TrackSampler,
-    pub(super) contexts: ContextBoxes,
-    pub(super) model: Option<ModelParts>,
-    pub(super) classifier: Option<StreamingClassifier>,
+    detector: Box<dyn FaceDetector>,
+    tracker: Tracker,
+    sampler: TrackSampler,
+    contexts: ContextBoxes,
+    /// The classifier and calibration; none under `presence`.
+    model: Option<ModelParts>,
     pub(super) aggregator: Aggregator,
     /// The thermal factor applied to the sampler's rate.
-    pub(super) rate_factor: f32,
+    rate_factor: f32,
 }
 
 /// A pipeline's source: opened at build time, or not yet (privacy), and how to open it.
 pub(super) type SourceParts = (Option<Box<dyn FrameSource>>, SourceOpener);
 
 impl Stages {
-    pub(super) fn new(parts: Parts) -> Result<(Stages, SourceParts), BuildError> {
-        let tracker = Tracker::new(parts.tracker.clone()).map_err(setting_error)?;
-        let sampler = TrackSampler::new(&parts.sampler).map_err(setting_error)?;
-        let classifier = match &parts.model {
-            Some(m) => Some(StreamingClassifier::new(m.backend.clone(), &m.streaming)?),
-            None => None,
-        };
+    /// The stages of `parts`, and its source for the capture thread.
+    pub(super) fn new(parts: Parts) -> (Stages, SourceParts) {
         let stages = Stages {
             detector: parts.detector,
-            tracker_config: parts.tracker,
-            tracker,
-            sampler_config: parts.sampler,
-            sampler,
+            tracker: parts.tracker,
+            sampler: parts.sampler,
             contexts: parts.contexts,
             model: parts.model,
-            classifier,
-            aggregator: Aggregator::new(parts.aggregator),
+            aggregator: parts.aggregator,
             rate_factor: 1.0,
         };
-        Ok((stages, (parts.source, parts.open_source)))
+        (stages, (parts.source, parts.open_source))
     }
 
     /// Applies the thermal sampling-rate factor.
@@ -74,49 +62,71 @@ impl Stages {
     }
 
     /// Forgets every track (after a pause: no features from before it may be mixed in).
-    pub(super) fn reset_tracks(&mut self) -> Result<(), PipelineError> {
-        // These settings were accepted by the same constructors when the pipeline was built.
-        if let Ok(tracker) = Tracker::new(self.tracker_config.clone()) {
-            self.tracker = tracker;
+    pub(super) fn reset_tracks(&mut self) {
+        self.tracker.reset();
+        self.sampler.reset();
+        if let Some(m) = self.model.as_mut() {
+            m.classifier.reset();
         }
-        if let Ok(sampler) = TrackSampler::new(&self.sampler_config) {
-            self.sampler = sampler;
-            self.sampler.set_rate_factor(f64::from(self.rate_factor));
-        }
-        if let Some(m) = &self.model {
-            match StreamingClassifier::new(m.backend.clone(), &m.streaming) {
-                Ok(c) => self.classifier = Some(c),
-                Err(ClassifyError::Inference(e)) => return Err(e.into()),
-                Err(e) => tracing::error!(error = %e, "cannot reset the classifier"),
-            }
-        }
-        Ok(())
     }
 
-    /// Runs one frame through detect, track, sample, crop and classify.
+    /// One frame through the stages, in flow order: detections -> track update -> samples
+    /// -> track inputs -> results -> aggregate. A frame whose detection or classification
+    /// fails is counted and skipped; a model that fails ends the pipeline.
     pub(super) fn process(
         &mut self,
-        frame: &crate::pipeline::frame::Frame,
+        frame: &Frame,
         metrics: &Metrics,
     ) -> Result<(), PipelineError> {
         let start = Instant::now();
-        let queued = start.saturating_duration_since(frame.captured_at);
-        let detections = match self.detector.detect(frame) {
-            Ok(d) => d,
-            Err(e) => {
-                let n = metrics.frame_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(error = %e, count = n, "face detection failed; frame skipped");
-                }
-                return Ok(());
-            }
+        metrics.record_latency(
+            Stage::Queue,
+            start.saturating_duration_since(frame.captured_at),
+        );
+        let Some(detections) = self.detect(frame, metrics) else {
+            return Ok(());
         };
         let detected = Instant::now();
-        let update = self.tracker.update(&detections);
+        let update = self.track(&detections, metrics);
+        let samples = self.sample(frame, &update);
+        let tracked = Instant::now();
+        let inputs = self.crop(frame, &samples);
+        let results = self.classify(frame, &inputs, metrics)?;
+        self.aggregate(&results);
+        let done = Instant::now();
+        self.report_drops(metrics);
+        metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
+        metrics.record_latency(Stage::Detect, detected - start);
+        metrics.record_latency(Stage::Track, tracked - detected);
+        metrics.record_latency(Stage::Classify, done - tracked);
+        metrics.record_latency(Stage::Frame, done - start);
+        tracing::trace!(
+            sequence = frame.sequence,
+            faces = update.faces.len(),
+            sampled = samples.len(),
+            "frame"
+        );
+        Ok(())
+    }
+
+    /// Face boxes of the frame; none (counted) if the detector fails on it.
+    fn detect(&mut self, frame: &Frame, metrics: &Metrics) -> Option<Vec<Detection>> {
+        match self.detector.detect(frame) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                count_frame_error(metrics, &e, "face detection failed; frame skipped");
+                None
+            }
+        }
+    }
+
+    /// Tracks the detections; ended tracks are forgotten by every later stage.
+    fn track(&mut self, detections: &[Detection], metrics: &Metrics) -> TrackUpdate {
+        let update = self.tracker.update(detections);
         for id in &update.ended {
             self.sampler.forget(*id);
-            if let Some(classifier) = self.classifier.as_mut() {
-                classifier.forget(*id);
+            if let Some(m) = self.model.as_mut() {
+                m.classifier.forget(*id);
             }
         }
         for face in &update.faces {
@@ -125,55 +135,94 @@ impl Stages {
         metrics
             .tracks_active
             .store(update.faces.len(), Ordering::Relaxed);
+        update
+    }
+
+    /// The tracked faces whose sample is due in this frame.
+    fn sample(&mut self, frame: &Frame, update: &TrackUpdate) -> Vec<TrackedFace> {
         let due = self.sampler.select(frame.captured_at, &update.faces);
         for face in &due {
             self.aggregator.observe_sample(face.id);
         }
-        let tracked = Instant::now();
-        if let Some(classifier) = self.classifier.as_mut() {
-            let inputs: Vec<_> = due
-                .iter()
-                .map(|f| self.contexts.track_input(f, frame.width(), frame.height()))
-                .collect();
-            match classifier.push_frame(frame.rgb(), &inputs) {
-                Ok(results) => {
-                    metrics
-                        .results
-                        .fetch_add(results.len() as u64, Ordering::Relaxed);
-                    let calibration = self.model.as_ref().and_then(|m| m.calibration.as_ref());
-                    for r in &results {
-                        let probabilities = match calibration {
+        due
+    }
+
+    /// Each sampled face with its context box (none under `presence`: nothing is cropped).
+    fn crop(&self, frame: &Frame, samples: &[TrackedFace]) -> Vec<TrackInput> {
+        if self.model.is_none() {
+            return Vec::new();
+        }
+        samples
+            .iter()
+            .map(|f| self.contexts.track_input(f, frame.width(), frame.height()))
+            .collect()
+    }
+
+    /// Crops, encodes and windows the inputs; the calibrated probabilities of every window
+    /// that became full.
+    fn classify(
+        &mut self,
+        frame: &Frame,
+        inputs: &[TrackInput],
+        metrics: &Metrics,
+    ) -> Result<Vec<(u64, [f32; NUM_CLASSES])>, PipelineError> {
+        let Some(m) = self.model.as_mut() else {
+            return Ok(Vec::new());
+        };
+        match m.classifier.push_frame(frame.rgb(), inputs) {
+            Ok(results) => {
+                metrics
+                    .results
+                    .fetch_add(results.len() as u64, Ordering::Relaxed);
+                Ok(results
+                    .iter()
+                    .map(|r| {
+                        let probabilities = match &m.calibration {
                             Some(c) => softmax(&c.apply(&r.logits)),
                             None => r.probabilities,
                         };
-                        self.aggregator.observe_result(r.track_id, &probabilities);
-                    }
-                }
-                Err(ClassifyError::Inference(e)) => return Err(e.into()),
-                Err(e) => {
-                    let n = metrics.frame_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(error = %e, count = n, "frame not classified");
-                    }
-                }
+                        (r.track_id, probabilities)
+                    })
+                    .collect())
+            }
+            Err(ClassifyError::Inference(e)) => Err(e.into()),
+            Err(e) => {
+                count_frame_error(metrics, &e, "frame not classified");
+                Ok(Vec::new())
             }
         }
-        let done = Instant::now();
-        metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
-        metrics.record_latencies([
-            queued,
-            detected - start,
-            tracked - detected,
-            done - tracked,
-            done - start,
-        ]);
-        tracing::trace!(
-            sequence = frame.sequence,
-            faces = update.faces.len(),
-            sampled = due.len(),
-            "frame"
+    }
+
+    /// Tallies the results into the interval's figures.
+    fn aggregate(&mut self, results: &[(u64, [f32; NUM_CLASSES])]) {
+        for (track_id, probabilities) in results {
+            self.aggregator.observe_result(*track_id, probabilities);
+        }
+    }
+
+    /// Publishes the stages' drop counters for `stats`.
+    fn report_drops(&self, metrics: &Metrics) {
+        let d = &metrics.dropped;
+        d.track
+            .store(self.tracker.refused_total(), Ordering::Relaxed);
+        d.sample
+            .store(self.sampler.refused_total(), Ordering::Relaxed);
+        d.window.store(
+            self.model
+                .as_ref()
+                .map_or(0, |m| m.classifier.evicted_total()),
+            Ordering::Relaxed,
         );
-        Ok(())
+        d.aggregate
+            .store(self.aggregator.untallied_total(), Ordering::Relaxed);
+    }
+}
+
+/// Counts a frame that a stage skipped; logs the first and then every power of two.
+fn count_frame_error(metrics: &Metrics, error: &dyn std::fmt::Display, what: &str) {
+    let n = metrics.frame_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(error = %error, count = n, "{what}");
     }
 }
 
@@ -248,7 +297,7 @@ pub(super) fn inference_loop(
                 outbox,
                 sink,
             );
-            stages.reset_tracks()?;
+            stages.reset_tracks();
             tracing::info!("paused: no frame is captured or analysed");
         } else if !paused && was_paused {
             interval_start = (Instant::now(), SystemTime::now());

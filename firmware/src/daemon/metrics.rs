@@ -1,7 +1,8 @@
 //! Counters and latencies shared by the pipeline threads and the supervisor (the `stats`
 //! payload's figures).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -54,8 +55,55 @@ impl LatencyRing {
     }
 }
 
-/// Stage names in `stats.latency_ms`.
-pub(super) const STAGES: [&str; 5] = ["queue", "detect", "track", "classify", "frame"];
+/// The stages whose latency `stats.latency_ms` reports, keyed by [`Stage::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Waiting in the frame queue.
+    Queue,
+    /// Face detection.
+    Detect,
+    /// Tracking and sampling.
+    Track,
+    /// Crops, encoding, windows and classification.
+    Classify,
+    /// The whole frame, detection to aggregation.
+    Frame,
+}
+
+impl Stage {
+    /// Every stage, in report order.
+    pub(super) const ALL: [Stage; 5] = [
+        Stage::Queue,
+        Stage::Detect,
+        Stage::Track,
+        Stage::Classify,
+        Stage::Frame,
+    ];
+
+    /// The key in `stats.latency_ms`.
+    pub(super) const fn name(self) -> &'static str {
+        match self {
+            Stage::Queue => "queue",
+            Stage::Detect => "detect",
+            Stage::Track => "track",
+            Stage::Classify => "classify",
+            Stage::Frame => "frame",
+        }
+    }
+}
+
+/// What each bounded stage refused or dropped so far: `stats.dropped_total_by_stage`.
+#[derive(Debug, Default)]
+pub(super) struct Dropped {
+    /// Detections that started no track (`track.max_tracks` tracks held).
+    pub(super) track: AtomicU64,
+    /// Samples refused (`track.max_tracks` tracks with a due time).
+    pub(super) sample: AtomicU64,
+    /// Tracks evicted from the classifier's windows to make room for new ones.
+    pub(super) window: AtomicU64,
+    /// Results not tallied (the aggregator's per-interval bound).
+    pub(super) aggregate: AtomicU64,
+}
 
 /// Counters and latencies shared by the pipeline threads and the supervisor.
 #[derive(Debug)]
@@ -64,9 +112,13 @@ pub struct Metrics {
     pub(super) frames_processed: AtomicU64,
     pub(super) frame_errors: AtomicU64,
     pub(super) results: AtomicU64,
+    /// Frames dropped by the queues of earlier pipelines (the current one's is read live).
     pub(super) frames_dropped_before: AtomicU64,
     pub(super) tracks_active: AtomicUsize,
-    pub(super) latency: Mutex<[LatencyRing; 5]>,
+    /// Drops of the stages of earlier pipelines, and the current one's as last reported.
+    pub(super) dropped_before: Dropped,
+    pub(super) dropped: Dropped,
+    latency: Mutex<[LatencyRing; Stage::ALL.len()]>,
 }
 
 impl Metrics {
@@ -78,15 +130,58 @@ impl Metrics {
             results: AtomicU64::new(0),
             frames_dropped_before: AtomicU64::new(0),
             tracks_active: AtomicUsize::new(0),
-            latency: Mutex::new([(); 5].map(|()| LatencyRing::new())),
+            dropped_before: Dropped::default(),
+            dropped: Dropped::default(),
+            latency: Mutex::new([(); Stage::ALL.len()].map(|()| LatencyRing::new())),
         }
     }
 
-    pub(super) fn record_latencies(&self, values: [Duration; 5]) {
+    /// One latency sample of `stage`.
+    pub(super) fn record_latency(&self, stage: Stage, value: Duration) {
         let mut rings = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        for (ring, value) in rings.iter_mut().zip(values) {
-            ring.push(value);
+        rings[stage as usize].push(value);
+    }
+
+    /// The percentiles of every stage with samples, by name.
+    pub(super) fn latency_figures(&self) -> BTreeMap<&'static str, LatencyFigures> {
+        let rings = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        Stage::ALL
+            .iter()
+            .filter_map(|s| rings[*s as usize].figures().map(|f| (s.name(), f)))
+            .collect()
+    }
+
+    /// A pipeline ended: its stages' drops stay counted.
+    pub(super) fn retire_pipeline(&self, queue_dropped: u64) {
+        self.frames_dropped_before
+            .fetch_add(queue_dropped, Ordering::Relaxed);
+        for (before, now) in [
+            (&self.dropped_before.track, &self.dropped.track),
+            (&self.dropped_before.sample, &self.dropped.sample),
+            (&self.dropped_before.window, &self.dropped.window),
+            (&self.dropped_before.aggregate, &self.dropped.aggregate),
+        ] {
+            before.fetch_add(now.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         }
+    }
+
+    /// `stats.dropped_total_by_stage`: every drop since the daemon started, by stage
+    /// (`queue` is the frame queue's, given by the caller for the running pipeline).
+    pub(super) fn dropped_by_stage(&self, queue_now: u64) -> BTreeMap<&'static str, u64> {
+        let total = |before: &AtomicU64, now: &AtomicU64| {
+            before.load(Ordering::Relaxed) + now.load(Ordering::Relaxed)
+        };
+        let (b, n) = (&self.dropped_before, &self.dropped);
+        BTreeMap::from([
+            (
+                "queue",
+                self.frames_dropped_before.load(Ordering::Relaxed) + queue_now,
+            ),
+            ("track", total(&b.track, &n.track)),
+            ("sample", total(&b.sample, &n.sample)),
+            ("window", total(&b.window, &n.window)),
+            ("aggregate", total(&b.aggregate, &n.aggregate)),
+        ])
     }
 }
 

@@ -32,9 +32,37 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::settings::Issues;
+
+/// The on-disk outbox of aggregate records: the `[outbox]` section of `caerd`'s
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most bytes the outbox keeps on disk, 1 MiB to 1 GiB; when full the oldest records are
+    /// dropped (and counted). The default holds weeks of one-minute records.
+    pub max_bytes: NonZeroU64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_bytes: NonZeroU64::new(16 * 1024 * 1024).expect("16 MiB is not zero"),
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        v.range("max_bytes", self.max_bytes.get(), 1 << 20, 1 << 30);
+    }
+}
 
 /// Largest payload of one record.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;

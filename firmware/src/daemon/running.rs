@@ -84,17 +84,11 @@ impl Pipeline {
             model_id: model_info.as_ref().map(|m| m.id.clone()),
             report_interval: config.report_interval(),
         };
-        let (stages, (source, open_source)) = match Stages::new(parts) {
-            Ok(s) => s,
-            // The same constructors succeeded in build_parts: unreachable in practice.
-            Err(e) => {
-                return Err(DaemonError::Spawn {
-                    name: "inference",
-                    source: std::io::Error::other(e.to_string()),
-                })
-            }
-        };
-        let queue = Arc::new(FrameQueue::new(c.sampling.queue_frames));
+        let (stages, (source, open_source)) = Stages::new(parts);
+        let queue = Arc::new(FrameQueue::with_max_bytes(
+            c.sampling.queue_frames,
+            crate::daemon::config::remote::queue_byte_budget(c),
+        ));
         let flags = Flags::new(paused);
         // Frames dropped by earlier pipelines' queues stay counted.
         let capture = {
@@ -164,9 +158,7 @@ impl Pipeline {
             .inference
             .join()
             .map_err(|_| DaemonError::Panicked("inference"))?;
-        metrics
-            .frames_dropped_before
-            .fetch_add(self.queue.dropped_total(), Ordering::Relaxed);
+        metrics.retire_pipeline(self.queue.dropped_total());
         Ok(match (capture, inference) {
             (Err(e), _) => PipelineEnd::Failed(e.into()),
             (_, Err(e)) => PipelineEnd::Failed(e),

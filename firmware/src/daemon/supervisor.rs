@@ -1,11 +1,10 @@
 //! The supervisor: status, stats, control requests (config/set, cmd), safe mode, the
 //! thermal guard and the privacy controller, around one running pipeline.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::daemon::board::{lock_privacy, SharedPrivacy, Thermal};
@@ -14,11 +13,10 @@ use crate::daemon::build::Parts;
 use crate::daemon::config::{ConfigIssue, DaemonConfig, ValidatedConfig};
 use crate::daemon::fleet;
 use crate::daemon::fleet::{
-    BackendStatus, CmdAck, Command, ConfigAck, ControlRequest, LatencyFigures, ModelInfo,
-    OutboxFigures, PersistentState, RunState, StatsPayload, StatusPayload,
+    BackendStatus, CmdAck, Command, ConfigAck, ControlRequest, ModelInfo, OutboxFigures,
+    PersistentState, RunState, StatsPayload, StatusPayload,
 };
 use crate::daemon::metrics::memory_rss_bytes;
-use crate::daemon::metrics::STAGES;
 use crate::daemon::publish::{lock_outbox, ReplyTopic, SharedOutbox, SinkError, SinkMessage};
 use crate::daemon::remote::accumulate_patch;
 use crate::daemon::running::Pipeline;
@@ -362,19 +360,13 @@ impl Supervisor {
         let (then, captured_then, processed_then) = self.last_stats;
         let secs = now.saturating_duration_since(then).as_secs_f64().max(1e-3);
         let round2 = |x: f64| (x * 100.0).round() / 100.0;
-        let dropped = m.frames_dropped_before.load(Ordering::Relaxed)
-            + self
-                .pipeline
-                .as_ref()
-                .map_or(0, |p| p.queue.dropped_total());
-        let latency_ms: BTreeMap<&'static str, LatencyFigures> = {
-            let rings = m.latency.lock().unwrap_or_else(PoisonError::into_inner);
-            STAGES
-                .iter()
-                .zip(rings.iter())
-                .filter_map(|(name, ring)| ring.figures().map(|f| (*name, f)))
-                .collect()
-        };
+        let queue_now = self
+            .pipeline
+            .as_ref()
+            .map_or(0, |p| p.queue.dropped_total());
+        let dropped_by_stage = m.dropped_by_stage(queue_now);
+        let dropped = dropped_by_stage["queue"];
+        let latency_ms = m.latency_figures();
         let outbox = {
             let o = lock_outbox(&self.outbox);
             let s = o.stats();
@@ -403,6 +395,7 @@ impl Supervisor {
             results_total: m.results.load(Ordering::Relaxed),
             tracks_active: m.tracks_active.load(Ordering::Relaxed),
             latency_ms,
+            dropped_total_by_stage: dropped_by_stage,
             memory_rss_bytes: memory_rss_bytes(),
             temperature_c: self.thermal.as_ref().and_then(Thermal::temperature_c),
             thermal_throttled: self.thermal.as_ref().is_some_and(Thermal::throttled),

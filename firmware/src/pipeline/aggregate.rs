@@ -24,19 +24,91 @@
 //! in [`Aggregator::untallied_total`] and otherwise ignored.
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::daemon::config::Profile;
 use crate::pipeline::model::bundle::{CoarseLabel, CLASSES, NUM_CLASSES};
 use crate::pipeline::model::classify::coarse_label;
+use crate::pipeline::settings::Issues;
 
 /// Schema id of engagement payloads.
 pub const ENGAGEMENT_SCHEMA: &str = "caer.engagement.v1";
 
 /// Samples a track needs in an interval to count as a student under `presence`.
 pub const PRESENCE_MIN_SAMPLES: u32 = 16;
+
+/// Privacy profile: what is inferred and what the published aggregates may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Counts and mean probabilities of the five classes, plus the engaged/distracted split.
+    Fine,
+    /// Engaged/distracted only: the affect model still runs on every face on the device, but
+    /// the five classes never leave the inference thread.
+    #[default]
+    Coarse,
+    /// Student count only; no affect model is loaded or run.
+    Presence,
+}
+
+impl Profile {
+    /// The name used in config and payloads.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Profile::Fine => "fine",
+            Profile::Coarse => "coarse",
+            Profile::Presence => "presence",
+        }
+    }
+
+    /// Whether the affect model runs under this profile.
+    pub const fn runs_model(self) -> bool {
+        !matches!(self, Profile::Presence)
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What may leave the device: the `[policy]` section of `caerd`'s configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The privacy profile: `fine`, `coarse` or `presence`.
+    pub profile: Profile,
+    /// Smallest number of students an interval needs for its figures to be published
+    /// (k-anonymity), 2 to 1000; with fewer, a suppressed record is published instead.
+    pub min_group_size: NonZeroU32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            profile: Profile::default(),
+            min_group_size: NonZeroU32::new(5).expect("5 is not zero"),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        let k = self.min_group_size.get();
+        if k < 2 {
+            v.push(
+                "min_group_size",
+                "is 1; at least 2 (one student's figures would be that student's own)",
+            );
+        } else {
+            v.at_most("min_group_size", k, 1000);
+        }
+    }
+}
 
 /// Settings of an [`Aggregator`].
 #[derive(Debug, Clone, PartialEq)]

@@ -11,17 +11,22 @@
 //! Invariant: for a face box inside the frame, the context box contains it and lies
 //! inside the frame.
 
+use serde::{Deserialize, Serialize};
+
 use crate::pipeline::model::classify::TrackInput;
+use crate::pipeline::settings::{check, Issues, SettingsError};
 use crate::pipeline::track::TrackedFace;
 
-/// How a context box is derived from a face box.
-#[derive(Debug, Clone, PartialEq)]
+/// How a context box is derived from a face box: the `[context]` section of `caerd`'s
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ContextConfig {
-    /// Context width in face widths, at least 1.
+    /// Context width in face widths, 1 to 20.
     pub width_factor: f32,
-    /// Context height in face heights, at least 1.
+    /// Context height in face heights, 1 to 20.
     pub height_factor: f32,
-    /// Face heights of context above the face's top, from 0 to `height_factor - 1`.
+    /// Face heights of context above the face's top, 0 to `height_factor - 1`.
     pub above_factor: f32,
 }
 
@@ -35,16 +40,18 @@ impl Default for ContextConfig {
     }
 }
 
-/// A context setting out of range.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("context setting {field} is {value}; it must be {range}")]
-pub struct ContextConfigError {
-    /// The setting.
-    pub field: &'static str,
-    /// Its value.
-    pub value: f32,
-    /// The accepted range.
-    pub range: &'static str,
+impl ContextConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        v.range("width_factor", self.width_factor, 1.0, 20.0);
+        v.range("height_factor", self.height_factor, 1.0, 20.0);
+        v.range(
+            "above_factor",
+            self.above_factor,
+            0.0,
+            (self.height_factor - 1.0).max(0.0),
+        );
+    }
 }
 
 /// Derives context boxes from face boxes with a checked [`ContextConfig`].
@@ -54,29 +61,9 @@ pub struct ContextBoxes {
 }
 
 impl ContextBoxes {
-    /// Checks `config`: factors finite, at least 1, and the face inside its context.
-    pub fn new(config: ContextConfig) -> Result<Self, ContextConfigError> {
-        let c = &config;
-        let err = |field, value, range| {
-            Err(ContextConfigError {
-                field,
-                value,
-                range,
-            })
-        };
-        if !(c.width_factor.is_finite() && c.width_factor >= 1.0) {
-            return err("width_factor", c.width_factor, "finite and at least 1");
-        }
-        if !(c.height_factor.is_finite() && c.height_factor >= 1.0) {
-            return err("height_factor", c.height_factor, "finite and at least 1");
-        }
-        if !(c.above_factor >= 0.0 && c.above_factor <= c.height_factor - 1.0) {
-            return err(
-                "above_factor",
-                c.above_factor,
-                "between 0 and height_factor - 1",
-            );
-        }
+    /// Checks `config` ([`ContextConfig::issues`]).
+    pub fn new(config: ContextConfig) -> Result<Self, SettingsError> {
+        check(|v| config.issues(v))?;
         Ok(ContextBoxes { config })
     }
 
@@ -145,35 +132,35 @@ mod tests {
 
     #[test]
     fn settings_that_would_cut_the_face_are_rejected() {
-        let bad = |c: ContextConfig| ContextBoxes::new(c).err().map(|e| e.field);
+        let bad = |c: ContextConfig| ContextBoxes::new(c).err().map(|e| e.0[0].key.clone());
         let d = ContextConfig::default;
         assert_eq!(
             bad(ContextConfig {
                 width_factor: 0.5,
                 ..d()
             }),
-            Some("width_factor")
+            Some("width_factor".to_owned())
         );
         assert_eq!(
             bad(ContextConfig {
                 height_factor: f32::INFINITY,
                 ..d()
             }),
-            Some("height_factor")
+            Some("height_factor".to_owned())
         );
         assert_eq!(
             bad(ContextConfig {
                 above_factor: 3.5,
                 ..d()
             }),
-            Some("above_factor")
+            Some("above_factor".to_owned())
         );
         assert_eq!(
             bad(ContextConfig {
                 above_factor: -0.1,
                 ..d()
             }),
-            Some("above_factor")
+            Some("above_factor".to_owned())
         );
     }
 }

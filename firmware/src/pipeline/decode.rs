@@ -22,8 +22,8 @@ use image::RgbImage;
 /// The largest image file read.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// The most pixels a decoded image may have (8192 x 8192).
-pub const MAX_PIXELS: u64 = 8192 * 8192;
+/// The most pixels a decoded image may have (4096 x 4096; a 4K frame is 3840 x 2160).
+pub const MAX_PIXELS: u64 = 4096 * 4096;
 
 /// Why an image could not be decoded.
 #[derive(Debug, thiserror::Error)]

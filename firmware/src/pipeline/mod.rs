@@ -27,5 +27,6 @@ pub mod frame;
 pub mod model;
 pub mod preprocess;
 pub mod schedule;
+pub mod settings;
 pub mod source;
 pub mod track;

@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::pipeline::frame::Frame;
+use crate::pipeline::settings::{check, Issues, SettingsError};
 use crate::pipeline::track::TrackedFace;
 
 /// What [`FrameQueue::pop`] got.
@@ -38,13 +41,17 @@ pub enum Popped {
 #[derive(Debug)]
 struct QueueState {
     frames: VecDeque<Frame>,
+    /// Pixel bytes of `frames`.
+    bytes: usize,
     closed: bool,
 }
 
-/// A bounded frame queue that drops the oldest frame when full; shared through `Arc`.
+/// A bounded frame queue that drops the oldest frame when full (by count, or by the bytes of
+/// its frames); shared through `Arc`.
 #[derive(Debug)]
 pub struct FrameQueue {
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<QueueState>,
     ready: Condvar,
     pushed: AtomicU64,
@@ -54,10 +61,19 @@ pub struct FrameQueue {
 impl FrameQueue {
     /// An empty queue of `capacity` frames (its buffer is allocated here, once).
     pub fn new(capacity: NonZeroUsize) -> Self {
+        Self::with_max_bytes(capacity, usize::MAX)
+    }
+
+    /// An empty queue of at most `capacity` frames and `max_bytes` of pixels: whichever
+    /// bound a new frame would pass, the oldest frames are dropped (the newest is always
+    /// kept, so a frame larger than `max_bytes` still passes, alone).
+    pub fn with_max_bytes(capacity: NonZeroUsize, max_bytes: usize) -> Self {
         FrameQueue {
             capacity: capacity.get(),
+            max_bytes,
             state: Mutex::new(QueueState {
                 frames: VecDeque::with_capacity(capacity.get()),
+                bytes: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -78,10 +94,16 @@ impl FrameQueue {
         if state.closed {
             return false;
         }
-        if state.frames.len() == self.capacity {
-            state.frames.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let size = frame.image.as_raw().len();
+        while state.frames.len() == self.capacity
+            || (!state.frames.is_empty() && state.bytes + size > self.max_bytes)
+        {
+            if let Some(old) = state.frames.pop_front() {
+                state.bytes -= old.image.as_raw().len();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        state.bytes += size;
         state.frames.push_back(frame);
         self.pushed.fetch_add(1, Ordering::Relaxed);
         drop(state);
@@ -97,7 +119,10 @@ impl FrameQueue {
             .wait_timeout_while(state, timeout, |s| s.frames.is_empty() && !s.closed)
             .unwrap_or_else(PoisonError::into_inner);
         match state.frames.pop_front() {
-            Some(frame) => Popped::Frame(frame),
+            Some(frame) => {
+                state.bytes -= frame.image.as_raw().len();
+                Popped::Frame(frame)
+            }
             None if state.closed => Popped::Closed,
             None => Popped::Empty,
         }
@@ -135,28 +160,47 @@ impl FrameQueue {
     }
 }
 
-/// Per-track sampling settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplerConfig {
-    /// Samples per second per track, above 0 and at most 1000.
+/// Sampling settings: the `[sampling]` section of `caerd`'s configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Samples per second per tracked face, above 0.01 and at most 60. A window of `T` = 16
+    /// samples then spans `16 / rate_hz` seconds (8 s at the default).
     pub rate_hz: f64,
-    /// Most tracks with a due time.
-    pub max_tracks: NonZeroUsize,
+    /// Frames waiting between capture and inference, at most 256; when full the oldest is
+    /// dropped.
+    pub queue_frames: NonZeroUsize,
+    /// Samples a full window slides before the next result, 1 to `T`; none: `T`
+    /// (non-overlapping windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_stride: Option<NonZeroUsize>,
 }
 
-impl Default for SamplerConfig {
+impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplerConfig {
+        SamplingConfig {
             rate_hz: 2.0,
-            max_tracks: NonZeroUsize::new(64).expect("64 is not zero"),
+            queue_frames: NonZeroUsize::new(4).expect("4 is not zero"),
+            window_stride: None,
         }
     }
 }
 
-/// A sampling rate out of range.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("sampling rate_hz is {0}; it must be above 0 and at most 1000")]
-pub struct SamplerConfigError(pub f64);
+/// Most frames the frame queue may hold.
+pub const MAX_QUEUE_FRAMES: usize = 256;
+
+impl SamplingConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        v.range("rate_hz", self.rate_hz, 0.01, 60.0);
+        v.at_most("queue_frames", self.queue_frames.get(), MAX_QUEUE_FRAMES);
+        if let Some(stride) = self.window_stride {
+            // T comes from the bundle (checked again when the classifier is built); no model
+            // has T above 64.
+            v.at_most("window_stride", stride.get(), 64);
+        }
+    }
+}
 
 /// Decides which tracked faces of each frame are sampled for the classifier.
 #[derive(Debug)]
@@ -171,19 +215,23 @@ pub struct TrackSampler {
 }
 
 impl TrackSampler {
-    /// A sampler with no tracks.
-    pub fn new(config: &SamplerConfig) -> Result<Self, SamplerConfigError> {
-        if !(config.rate_hz > 0.0 && config.rate_hz <= 1000.0) {
-            return Err(SamplerConfigError(config.rate_hz));
-        }
+    /// A sampler with no tracks, for at most `max_tracks` of them; fails on settings out of
+    /// range ([`SamplingConfig::issues`]).
+    pub fn new(config: &SamplingConfig, max_tracks: NonZeroUsize) -> Result<Self, SettingsError> {
+        check(|v| config.issues(v))?;
         let period = Duration::from_secs_f64(1.0 / config.rate_hz);
         Ok(TrackSampler {
             base_period: period,
             period,
-            max_tracks: config.max_tracks.get(),
-            next_due: HashMap::with_capacity(config.max_tracks.get()),
+            max_tracks: max_tracks.get(),
+            next_due: HashMap::with_capacity(max_tracks.get()),
             refused_total: 0,
         })
+    }
+
+    /// Forgets every track (after a pause); the rate factor stays.
+    pub fn reset(&mut self) {
+        self.next_due.clear();
     }
 
     /// Multiplies the configured rate by `factor` in (0, 1] (1 restores it); anything else is
@@ -252,6 +300,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    const MAX: NonZeroUsize = NonZeroUsize::new(64).expect("64 is not zero");
 
     fn frame(sequence: u64) -> Frame {
         Frame::new(image::RgbImage::new(2, 2), sequence)
@@ -341,7 +391,7 @@ mod tests {
 
     #[test]
     fn each_track_is_sampled_at_the_configured_rate() {
-        let mut sampler = TrackSampler::new(&SamplerConfig::default()).expect("sampler");
+        let mut sampler = TrackSampler::new(&SamplingConfig::default(), MAX).expect("sampler");
         let start = Instant::now();
         let mut counts = [0u32; 2];
         // 10 s of 30 fps capture with jittery frame times; track 2 appears after 5 s.
@@ -362,11 +412,8 @@ mod tests {
 
     #[test]
     fn sampling_restarts_after_a_gap_and_forgotten_tracks_free_their_slot() {
-        let config = SamplerConfig {
-            rate_hz: 2.0,
-            max_tracks: NonZeroUsize::new(1).expect("1"),
-        };
-        let mut sampler = TrackSampler::new(&config).expect("sampler");
+        let one = NonZeroUsize::new(1).expect("1");
+        let mut sampler = TrackSampler::new(&SamplingConfig::default(), one).expect("sampler");
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert!(sampler.is_due(1, at(0)));
@@ -384,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_rate_factor_lowers_the_per_track_rate_and_one_restores_it() {
-        let mut sampler = TrackSampler::new(&SamplerConfig::default()).expect("sampler");
+        let mut sampler = TrackSampler::new(&SamplingConfig::default(), MAX).expect("sampler");
         let t0 = Instant::now();
         let count = |sampler: &mut TrackSampler, from_ms: u64| {
             (0..100u64)
@@ -404,11 +451,28 @@ mod tests {
     #[test]
     fn rates_out_of_range_are_rejected() {
         for rate_hz in [0.0, -1.0, f64::NAN, 1e6] {
-            let config = SamplerConfig {
+            let config = SamplingConfig {
                 rate_hz,
-                ..SamplerConfig::default()
+                ..SamplingConfig::default()
             };
-            assert!(TrackSampler::new(&config).is_err(), "{rate_hz}");
+            assert!(TrackSampler::new(&config, MAX).is_err(), "{rate_hz}");
         }
+    }
+
+    #[test]
+    fn a_byte_bound_drops_the_oldest_frames_too() {
+        // 2x2 RGB frames are 12 bytes: 30 bytes hold two of them.
+        let q = FrameQueue::with_max_bytes(NonZeroUsize::new(10).expect("10"), 30);
+        for sequence in 0..4 {
+            assert!(q.push(frame(sequence)));
+        }
+        assert_eq!((q.len(), q.dropped_total()), (2, 2));
+        let Popped::Frame(oldest) = q.pop(Duration::ZERO) else {
+            panic!("a frame")
+        };
+        assert_eq!(oldest.sequence, 2);
+        let big = FrameQueue::with_max_bytes(NonZeroUsize::new(10).expect("10"), 5);
+        assert!(big.push(frame(9)), "a frame over the bound passes alone");
+        assert_eq!(big.len(), 1);
     }
 }

@@ -30,7 +30,10 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
+use serde::{Deserialize, Serialize};
+
 use crate::pipeline::detect::Detection;
+use crate::pipeline::settings::{check, Issues, SettingsError};
 
 /// Intersection over union of two `[left, top, right, bottom]` boxes; 0 when either is
 /// empty.
@@ -51,19 +54,23 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     }
 }
 
-/// Tracker settings.
-#[derive(Debug, Clone, PartialEq)]
+/// Tracker settings: the `[track]` section of `caerd`'s configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrackerConfig {
-    /// Smallest IoU between a prediction and a detection to match them, in (0, 1].
+    /// Smallest overlap (IoU) between a track's predicted box and a detection to match them,
+    /// in (0, 1].
     pub iou_threshold: f32,
-    /// Consecutive hits before a track is confirmed and gets an id.
+    /// Consecutive detections before a face becomes a track (filters one-frame false faces).
     pub min_hits: NonZeroU32,
-    /// Consecutive misses a confirmed track survives (a face turned away, a missed
-    /// detection); one more ends it.
+    /// Consecutive missed frames a track survives (a face turned away, a missed detection),
+    /// at most 1000; one more ends it.
     pub max_misses: u32,
-    /// Most tracks kept at once, tentative included.
+    /// Most faces followed at once, tentative included, at most 1024; also bounds the
+    /// classifier's per-student windows.
     pub max_tracks: NonZeroUsize,
     /// Weight of the newest displacement in the velocity average, in (0, 1].
+    #[serde(skip)]
     pub velocity_smoothing: f32,
 }
 
@@ -73,20 +80,27 @@ impl Default for TrackerConfig {
             iou_threshold: 0.3,
             min_hits: NonZeroU32::new(3).expect("3 is not zero"),
             max_misses: 5,
-            max_tracks: NonZeroUsize::new(64).expect("64 is not zero"),
+            max_tracks: NonZeroUsize::new(32).expect("32 is not zero"),
             velocity_smoothing: 0.5,
         }
     }
 }
 
-/// A tracker setting out of range.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("tracker setting {field} is {value}; it must be in (0, 1]")]
-pub struct TrackerConfigError {
-    /// The setting.
-    pub field: &'static str,
-    /// Its value.
-    pub value: f32,
+/// Most tracks a tracker may keep.
+pub const MAX_TRACKS: usize = 1024;
+
+impl TrackerConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        v.positive_up_to("iou_threshold", f64::from(self.iou_threshold), 1.0);
+        v.at_most("max_misses", self.max_misses, 1000);
+        v.at_most("max_tracks", self.max_tracks.get(), MAX_TRACKS);
+        v.positive_up_to(
+            "velocity_smoothing",
+            f64::from(self.velocity_smoothing),
+            1.0,
+        );
+    }
 }
 
 /// A confirmed face seen in the current frame.
@@ -140,16 +154,9 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// An empty tracker; fails on a threshold or smoothing weight outside (0, 1].
-    pub fn new(config: TrackerConfig) -> Result<Self, TrackerConfigError> {
-        for (field, value) in [
-            ("iou_threshold", config.iou_threshold),
-            ("velocity_smoothing", config.velocity_smoothing),
-        ] {
-            if !(value > 0.0 && value <= 1.0) {
-                return Err(TrackerConfigError { field, value });
-            }
-        }
+    /// An empty tracker; fails on settings out of range ([`TrackerConfig::issues`]).
+    pub fn new(config: TrackerConfig) -> Result<Self, SettingsError> {
+        check(|v| config.issues(v))?;
         let tracks = Vec::with_capacity(config.max_tracks.get());
         Ok(Tracker {
             config,
@@ -157,6 +164,11 @@ impl Tracker {
             last_id: 0,
             refused_total: 0,
         })
+    }
+
+    /// Forgets every track (after a pause); ids keep counting, so none is ever reused.
+    pub fn reset(&mut self) {
+        self.tracks.clear();
     }
 
     /// Tracks one frame's detections; see the module docs.
@@ -394,8 +406,8 @@ mod tests {
             ..TrackerConfig::default()
         };
         assert_eq!(
-            Tracker::new(bad).err().map(|e| e.field),
-            Some("iou_threshold")
+            Tracker::new(bad).err().map(|e| e.0[0].key.clone()),
+            Some("iou_threshold".to_owned())
         );
         let bad = TrackerConfig {
             velocity_smoothing: f32::NAN,

@@ -129,7 +129,7 @@ fn blaze_settings_out_of_range_are_refused() {
     ] {
         let error = BlazeDetector::new(tract_network(), config.clone()).unwrap_err();
         assert!(
-            matches!(error, caer::pipeline::detect::DetectError::Config { .. }),
+            matches!(error, caer::pipeline::detect::DetectError::Settings(_)),
             "{config:?}: {error}"
         );
     }

@@ -66,9 +66,9 @@ fn config(device: &Path, format: PixelFormat, width: u32, height: u32) -> V4l2Co
         formats: vec![format],
         frame_rate: 15,
         buffers: 4,
-        stall_timeout: Duration::from_secs(5),
-        reopen_initial: Duration::from_millis(200),
-        reopen_max: Duration::from_secs(1),
+        stall_timeout_ms: 5000,
+        reopen_min_ms: 200,
+        reopen_max_ms: 1000,
     }
 }
 

@@ -24,10 +24,13 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::{DetectError, Detection, FaceDetector};
 use crate::pipeline::frame::Frame;
 use crate::pipeline::model::backend::FaceDetectorNetwork;
 use crate::pipeline::preprocess::resample::{PillowBilinear, Rect};
+use crate::pipeline::settings::{check, Issues};
 use crate::pipeline::track::iou;
 
 /// Side of the network's square input.
@@ -42,17 +45,18 @@ const TILE_OVERLAP: usize = 32;
 /// Smallest and largest accepted tile size, in frame pixels.
 const TILE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 32..=4096;
 
-/// Settings of the BlazeFace detector.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the BlazeFace detector: `[detect.blaze]` of `caerd`'s configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BlazeConfig {
-    /// Tile sides in frame pixels, each scaled to 128x128. Faces of about a sixth to a
-    /// quarter of a tile are found best; smaller tiles find smaller faces and cost more
-    /// (tiles grow with the square of `frame / tile`).
+    /// Tile sides in frame pixels, 32 to 4096, each scaled to 128x128. Faces of about a
+    /// sixth to a quarter of a tile are found best; smaller tiles find smaller faces and cost
+    /// more (tiles grow with the square of `frame / tile`).
     pub tile_sizes: Vec<u32>,
-    /// Score (0 to 1) a face needs. MediaPipe uses 0.5; 0.6 keeps group photos free of
-    /// false positives at the same recall.
+    /// Score a face needs, between 0 and 1. MediaPipe uses 0.5; 0.6 keeps group photos free
+    /// of false positives at the same recall.
     pub score_threshold: f32,
-    /// Overlap (IoU) above which the weaker of two boxes is dropped.
+    /// Overlap (IoU) above which the weaker of two boxes is dropped, (0, 1].
     pub nms_iou: f32,
 }
 
@@ -67,43 +71,27 @@ impl Default for BlazeConfig {
 }
 
 impl BlazeConfig {
-    /// Every setting out of range, each a [`DetectError::Config`]; empty when all are fine.
-    /// (`caerd`'s configuration check reports them all under `detect.blaze`.)
-    pub fn issues(&self) -> Vec<DetectError> {
-        let mut issues = Vec::new();
-        let mut check = |ok: bool, field, value: String, reason| {
-            if !ok {
-                issues.push(DetectError::Config {
-                    field,
-                    value,
-                    reason,
-                });
-            }
-        };
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
         let sizes = &self.tile_sizes;
-        check(
-            !sizes.is_empty() && sizes.iter().all(|s| TILE_SIZE_RANGE.contains(s)),
-            "tile_sizes",
-            format!("{sizes:?}"),
-            "it must list at least one size, each from 32 to 4096",
-        );
-        check(
-            self.score_threshold > 0.0 && self.score_threshold < 1.0,
-            "score_threshold",
-            self.score_threshold.to_string(),
-            "it must be between 0 and 1",
-        );
-        check(
-            self.nms_iou > 0.0 && self.nms_iou <= 1.0,
-            "nms_iou",
-            self.nms_iou.to_string(),
-            "it must be above 0 and at most 1",
-        );
-        issues
-    }
-
-    fn validate(&self) -> Result<(), DetectError> {
-        self.issues().into_iter().next().map_or(Ok(()), Err)
+        if sizes.is_empty() || !sizes.iter().all(|s| TILE_SIZE_RANGE.contains(s)) {
+            v.push(
+                "tile_sizes",
+                format!("is {sizes:?}; it must list 1 to 8 sizes, each from 32 to 4096"),
+            );
+        } else if sizes.len() > 8 {
+            v.push(
+                "tile_sizes",
+                format!("lists {} sizes; at most 8", sizes.len()),
+            );
+        }
+        if !(self.score_threshold > 0.0 && self.score_threshold < 1.0) {
+            v.push(
+                "score_threshold",
+                format!("is {}; it must be between 0 and 1", self.score_threshold),
+            );
+        }
+        v.positive_up_to("nms_iou", f64::from(self.nms_iou), 1.0);
     }
 }
 
@@ -136,7 +124,7 @@ impl BlazeDetector {
         network: Arc<dyn FaceDetectorNetwork>,
         config: BlazeConfig,
     ) -> Result<Self, DetectError> {
-        config.validate()?;
+        check(|v| config.issues(v)).map_err(DetectError::Settings)?;
         Ok(BlazeDetector {
             network,
             config,

@@ -14,13 +14,50 @@
 //! Boxes are `[left, top, right, bottom]` in frame pixels; scores are detector-specific
 //! (annotations score 1).
 
+use serde::{Deserialize, Serialize};
+
 use crate::pipeline::frame::Frame;
+use crate::pipeline::settings::Issues;
 
 pub mod blaze;
 pub mod seeta;
 
 pub use blaze::{BlazeConfig, BlazeDetector};
 pub use seeta::{SeetaConfig, SeetaDetector};
+
+/// Closed choice of face detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// The frames' known face boxes (generated source, annotated frame directories).
+    #[default]
+    Annotated,
+    /// SeetaFace frontal detector on the CPU (built-in model); see `[detect.seeta]`.
+    Seeta,
+    /// The bundle's BlazeFace network on the model's backend, tiled; see `[detect.blaze]`.
+    Blaze,
+}
+
+/// Face detection: the `[detect]` section of `caerd`'s configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Which detector to run.
+    pub kind: DetectorKind,
+    /// Settings of the `seeta` detector.
+    pub seeta: SeetaConfig,
+    /// Settings of the `blaze` detector.
+    pub blaze: BlazeConfig,
+}
+
+impl DetectConfig {
+    /// Every setting out of range, keyed relative to the section (both detectors' settings
+    /// are checked, whichever runs).
+    pub fn issues(&self, v: &mut Issues) {
+        v.section("blaze", |v| self.blaze.issues(v));
+        v.section("seeta", |v| self.seeta.issues(v));
+    }
+}
 
 /// One detected face.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,16 +96,9 @@ pub enum DetectError {
     /// The detector network failed to run.
     #[error("face detector network: {0}")]
     Network(#[source] crate::pipeline::error::InferenceError),
-    /// A detector setting is out of range.
-    #[error("face detector setting {field} is {value}; {reason}")]
-    Config {
-        /// The setting.
-        field: &'static str,
-        /// Its value, rendered.
-        value: String,
-        /// The accepted range.
-        reason: &'static str,
-    },
+    /// Detector settings out of range.
+    #[error("face detector settings: {0}")]
+    Settings(#[source] crate::pipeline::settings::SettingsError),
 }
 
 /// Returns the frame's known face boxes, each with score 1.

@@ -16,9 +16,11 @@
 use std::path::Path;
 
 use rustface::{ImageData, Model};
+use serde::{Deserialize, Serialize};
 
 use super::{DetectError, Detection, FaceDetector};
 use crate::pipeline::frame::Frame;
+use crate::pipeline::settings::{check, Issues};
 
 /// The built-in SeetaFace frontal model.
 static BUILTIN_MODEL: &[u8] = include_bytes!("../../../models/seeta_fd_frontal_v1.0.bin");
@@ -26,13 +28,14 @@ static BUILTIN_MODEL: &[u8] = include_bytes!("../../../models/seeta_fd_frontal_v
 /// The smallest face (and window) `rustface` handles.
 pub const MIN_FACE_SIZE: u32 = 20;
 
-/// Settings of the SeetaFace detector.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the SeetaFace detector: `[detect.seeta]` of `caerd`'s configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SeetaConfig {
-    /// Smallest face to find, in pixels (at least 20). Larger is faster.
+    /// Smallest face to find, in pixels, at least 20 (larger is faster).
     pub min_face_size: u32,
-    /// Score a face needs (above 0). The `rustface` example uses 2.0; SeetaFace's default
-    /// is 3.85 (fewer false positives, fewer faces).
+    /// Score a face needs, above 0. The `rustface` example uses 2.0; SeetaFace's default is
+    /// 3.85 (fewer false positives, fewer faces).
     pub score_threshold: f64,
     /// Ratio between image pyramid levels, 0.5 to 0.95 (higher: slower, finds more sizes).
     pub pyramid_scale_factor: f32,
@@ -52,48 +55,17 @@ impl Default for SeetaConfig {
 }
 
 impl SeetaConfig {
-    /// Every setting out of range, each a [`DetectError::Config`]; empty when all are fine.
-    /// (`caerd`'s configuration check reports them all under `detect.seeta`.)
-    pub fn issues(&self) -> Vec<DetectError> {
-        let mut issues = Vec::new();
-        let mut check = |ok: bool, field, value: String, reason| {
-            if !ok {
-                issues.push(DetectError::Config {
-                    field,
-                    value,
-                    reason,
-                });
-            }
-        };
-        check(
-            self.min_face_size >= MIN_FACE_SIZE,
-            "min_face_size",
-            self.min_face_size.to_string(),
-            "it must be at least 20",
-        );
-        check(
-            self.score_threshold > 0.0 && self.score_threshold.is_finite(),
-            "score_threshold",
-            self.score_threshold.to_string(),
-            "it must be above 0",
-        );
-        check(
-            (0.5..=0.95).contains(&self.pyramid_scale_factor),
-            "pyramid_scale_factor",
-            self.pyramid_scale_factor.to_string(),
-            "it must be between 0.5 and 0.95",
-        );
-        check(
-            (1..=16).contains(&self.window_step),
-            "window_step",
-            self.window_step.to_string(),
-            "it must be between 1 and 16",
-        );
-        issues
-    }
-
-    fn validate(&self) -> Result<(), DetectError> {
-        self.issues().into_iter().next().map_or(Ok(()), Err)
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        v.range("min_face_size", self.min_face_size, MIN_FACE_SIZE, 4096);
+        if !(self.score_threshold > 0.0 && self.score_threshold.is_finite()) {
+            v.push(
+                "score_threshold",
+                format!("is {}; it must be above 0", self.score_threshold),
+            );
+        }
+        v.range("pyramid_scale_factor", self.pyramid_scale_factor, 0.5, 0.95);
+        v.range("window_step", self.window_step, 1, 16);
     }
 }
 
@@ -116,7 +88,7 @@ impl std::fmt::Debug for SeetaDetector {
 impl SeetaDetector {
     /// The detector with the built-in model.
     pub fn new(config: SeetaConfig) -> Result<Self, DetectError> {
-        config.validate()?;
+        check(|v| config.issues(v)).map_err(DetectError::Settings)?;
         let model = rustface::read_model(BUILTIN_MODEL).map_err(|source| DetectError::Model {
             path: "<built-in seeta_fd_frontal_v1.0.bin>".into(),
             source,
@@ -130,7 +102,7 @@ impl SeetaDetector {
 
     /// The detector with a SeetaFace detection model read from `path`.
     pub fn from_model_file(path: &Path, config: SeetaConfig) -> Result<Self, DetectError> {
-        config.validate()?;
+        check(|v| config.issues(v)).map_err(DetectError::Settings)?;
         let model_err = |source| DetectError::Model {
             path: path.to_path_buf(),
             source,
@@ -227,7 +199,7 @@ mod tests {
         ] {
             assert!(matches!(
                 SeetaDetector::new(config),
-                Err(DetectError::Config { .. })
+                Err(DetectError::Settings(_))
             ));
         }
         let missing = Path::new("/nonexistent/model.bin");

@@ -368,6 +368,14 @@ impl StreamingClassifier {
         }
     }
 
+    /// Drops every track and its features (after a pause); the buffers stay allocated.
+    pub fn reset(&mut self) {
+        for slot in &mut self.slots {
+            slot.track_id = None;
+            slot.window.clear();
+        }
+    }
+
     /// Pushes one frame of one track; returns its result if its window became full.
     pub fn push(
         &mut self,

@@ -26,9 +26,11 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
+use serde::{Deserialize, Serialize};
 
 use super::{FrameSource, SourceError};
 use crate::pipeline::frame::Frame;
+use crate::pipeline::settings::Issues;
 
 /// Length of each student's behaviour cycle, in frames.
 pub const CYCLE_FRAMES: u64 = 240;
@@ -41,21 +43,24 @@ const STAND_FRAMES: u64 = 8;
 /// Phase of the cycle at which leavers leave and walkers stand up.
 const EVENT_PHASE: u64 = 100;
 
-/// Settings of the synthetic classroom.
-#[derive(Debug, Clone, PartialEq)]
+/// The synthetic classroom: `[source.generated]` of `caerd`'s configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GeneratedConfig {
-    /// Frame width in pixels (at least 64).
+    /// Frame width in pixels, 64 to 4096.
     pub width: u32,
-    /// Frame height in pixels (at least 64).
+    /// Frame height in pixels, 64 to 4096.
     pub height: u32,
-    /// Students in the room.
+    /// Students in the room, at most 256.
     pub students: NonZeroUsize,
-    /// Frames to deliver; `None` for an endless source.
+    /// Frames to deliver; `None` for an endless source (not a configuration key).
+    #[serde(skip)]
     pub frames: Option<u64>,
     /// Changes colours and the students' phase offsets.
     pub seed: u64,
     /// When set, frames are delivered no faster than one per interval (real-time demo);
-    /// otherwise as fast as they are asked for.
+    /// otherwise as fast as they are asked for (not a configuration key).
+    #[serde(skip)]
     pub frame_interval: Option<Duration>,
 }
 
@@ -69,6 +74,15 @@ impl Default for GeneratedConfig {
             seed: 0,
             frame_interval: None,
         }
+    }
+}
+
+impl GeneratedConfig {
+    /// Every setting out of range, keyed relative to the section.
+    pub fn issues(&self, v: &mut Issues) {
+        v.range("width", self.width, 64, 4096);
+        v.range("height", self.height, 64, 4096);
+        v.at_most("students", self.students.get(), 256);
     }
 }
 
@@ -136,8 +150,11 @@ impl GeneratedSource {
             field,
             reason,
         };
-        if config.width < 64 || config.height < 64 {
-            return Err(config_err("width/height", "must be at least 64 pixels"));
+        if crate::pipeline::settings::check(|v| config.issues(v)).is_err() {
+            return Err(config_err(
+                "width/height/students",
+                "out of range (64 to 4096 pixels, at most 256 students)",
+            ));
         }
         let n = config.students.get();
         let (w, h) = (config.width as f32, config.height as f32);

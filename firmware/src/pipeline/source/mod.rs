@@ -30,10 +30,13 @@ pub mod frame_dir;
 pub mod generated;
 pub mod mjpeg;
 pub mod pixel_format;
+pub mod settings;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 pub mod video_file;
 pub mod yuv;
+
+pub use settings::{FrameDirConfig, SourceConfig, SourceKind, V4l2Config, VideoFileConfig};
 
 /// Produces frames, one at a time, for one capture thread.
 pub trait FrameSource: Send {

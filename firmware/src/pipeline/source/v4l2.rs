@@ -16,7 +16,6 @@
 //!
 //! Bounds: `buffers` kernel buffers (default 4) and one decoded frame at a time.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use v4l::buffer::{Flags, Type};
@@ -28,47 +27,9 @@ use v4l::{Device, FourCC};
 
 use super::backoff::Backoff;
 use super::pixel_format::PixelFormat;
+pub use super::settings::V4l2Config;
 use super::{FrameSource, SourceError};
 use crate::pipeline::frame::Frame;
-
-/// Camera settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct V4l2Config {
-    /// The device node.
-    pub device: PathBuf,
-    /// Requested width; the driver may round it.
-    pub width: u32,
-    /// Requested height; the driver may round it.
-    pub height: u32,
-    /// Accepted pixel formats, most preferred first (not empty).
-    pub formats: Vec<PixelFormat>,
-    /// Requested frames per second (0: leave the camera's setting).
-    pub frame_rate: u32,
-    /// Kernel buffers, 2 to 32.
-    pub buffers: u32,
-    /// A camera that delivers nothing for this long is closed and reopened.
-    pub stall_timeout: Duration,
-    /// First delay before reopening a lost camera.
-    pub reopen_initial: Duration,
-    /// Longest delay between reopening attempts.
-    pub reopen_max: Duration,
-}
-
-impl Default for V4l2Config {
-    fn default() -> Self {
-        V4l2Config {
-            device: PathBuf::from("/dev/video0"),
-            width: 640,
-            height: 480,
-            formats: PixelFormat::PREFERENCE.to_vec(),
-            frame_rate: 15,
-            buffers: 4,
-            stall_timeout: Duration::from_secs(2),
-            reopen_initial: Duration::from_millis(500),
-            reopen_max: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Counters of a camera's troubles since the source was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -131,14 +92,17 @@ impl V4l2Source {
                 reason: "must name at least one format",
             });
         }
-        if config.width == 0 || config.height == 0 || config.stall_timeout.is_zero() {
+        if config.width == 0 || config.height == 0 || config.stall_timeout_ms == 0 {
             return Err(SourceError::Config {
                 source_kind: "v4l2",
                 field: "width/height/stall_timeout",
                 reason: "must not be zero",
             });
         }
-        let backoff = Backoff::new(config.reopen_initial, config.reopen_max);
+        let backoff = Backoff::new(
+            Duration::from_millis(config.reopen_min_ms),
+            Duration::from_millis(config.reopen_max_ms),
+        );
         let mut source = V4l2Source {
             config,
             camera: None,
@@ -211,7 +175,7 @@ impl V4l2Source {
         }
         let mut stream = Stream::with_buffers(&device, Type::VideoCapture, self.config.buffers)
             .map_err(|e| dev_err("map buffers", e))?;
-        stream.set_timeout(self.config.stall_timeout);
+        stream.set_timeout(self.config.stall_timeout());
         tracing::info!(device = %name, %format, width = got.width, height = got.height, "camera open");
         Ok(OpenCamera {
             stream,
@@ -273,7 +237,7 @@ impl FrameSource for V4l2Source {
                     let err = if e.kind() == std::io::ErrorKind::TimedOut {
                         SourceError::Stalled {
                             device: self.device_name(),
-                            waited: self.config.stall_timeout,
+                            waited: self.config.stall_timeout(),
                         }
                     } else {
                         SourceError::Device {

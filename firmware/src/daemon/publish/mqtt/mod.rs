@@ -24,21 +24,28 @@
 //! Delivery is at-least-once: a record whose PUBACK was lost is sent again after the next
 //! reconnect or restart, with the same `seq`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    Client, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet,
-    QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+    Client, ConnectReturnCode, ConnectionError, Event, Outgoing, Packet, QoS, SubscribeReasonCode,
 };
 
+mod settings;
+mod state;
+
+pub use settings::{
+    parse_broker_url, BrokerAddress, MqttConfig, MqttSettings, MqttSetupError, Secret, TlsMaterial,
+};
+use state::{InFlight, Tag};
+
+use crate::pipeline::source::backoff::Backoff;
+
 use super::{lock_outbox, ReplyTopic, SharedOutbox, SinkError, SinkMessage};
-use crate::daemon::config::{Topics, ValidatedConfig};
 use crate::daemon::fleet::{self, CmdAck, ConfigAck, ControlRequest, Rejected};
 
 /// QoS 1 control messages (status, acks) allowed in flight besides records.
@@ -51,274 +58,18 @@ const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 /// Largest outgoing packet.
 const MAX_OUTGOING_PACKET: usize = 256 * 1024;
 
-/// A password, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// PEM material for TLS, read at start-up.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsMaterial {
-    /// CA certificates.
-    pub ca: Vec<u8>,
-    /// Client certificate and key, for mutual TLS.
-    pub client_auth: Option<(Vec<u8>, Secret)>,
-}
-
-impl fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("ca_bytes", &self.ca.len())
-            .field("client_auth", &self.client_auth.is_some())
-            .finish()
-    }
-}
-
-/// Everything the MQTT sink needs, with files and environment already read.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Client id.
-    pub client_id: String,
-    /// TLS material, for `mqtts://`.
-    pub tls: Option<TlsMaterial>,
-    /// User name and password.
-    pub credentials: Option<(String, Secret)>,
-    /// Keep-alive.
-    pub keep_alive: Duration,
-    /// Records in flight at once.
-    pub max_in_flight: usize,
-    /// First reconnection delay.
-    pub reconnect_min: Duration,
-    /// Longest reconnection delay.
-    pub reconnect_max: Duration,
-    /// The device's topics.
-    pub topics: Topics,
-    /// The last will: the `offline` status payload.
-    pub will: Vec<u8>,
-}
-
-/// A file or variable named by `[mqtt]` that cannot be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MqttSetupError {
-    /// A file could not be read.
-    #[error("cannot read {key} {}: {source}", path.display())]
-    File {
-        /// The configuration key.
-        key: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The password variable is not set (or not UTF-8).
-    #[error("mqtt.password_env: environment variable {0} is not set")]
-    MissingEnv(String),
-    /// The configuration names no broker.
-    #[error("mqtt.url is not set")]
-    NoBroker,
-}
-
-impl MqttSettings {
-    /// Reads the password and TLS files named by `config` (the only I/O of MQTT set-up).
-    pub fn resolve(
-        config: &ValidatedConfig,
-        will: Vec<u8>,
-    ) -> Result<MqttSettings, MqttSetupError> {
-        let broker = config.broker().ok_or(MqttSetupError::NoBroker)?;
-        let m = &config.config().mqtt;
-        let read = |key: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| MqttSetupError::File {
-                key,
-                path: path.clone(),
-                source,
-            })
-        };
-        let password = match (&m.password_file, &m.password_env) {
-            (Some(path), _) => {
-                let bytes = read("mqtt.password_file", path)?;
-                let text = String::from_utf8_lossy(&bytes);
-                Some(Secret(text.trim_end_matches(['\n', '\r']).to_string()))
-            }
-            (None, Some(var)) => Some(Secret(
-                std::env::var(var).map_err(|_| MqttSetupError::MissingEnv(var.clone()))?,
-            )),
-            (None, None) => None,
-        };
-        let credentials = m
-            .username
-            .clone()
-            .map(|u| (u, password.unwrap_or(Secret(String::new()))));
-        let tls = match (&m.ca_file, broker.tls) {
-            (Some(ca), true) => {
-                let client_auth = match (&m.client_cert_file, &m.client_key_file) {
-                    (Some(cert), Some(key)) => Some((
-                        read("mqtt.client_cert_file", cert)?,
-                        Secret(
-                            String::from_utf8_lossy(&read("mqtt.client_key_file", key)?)
-                                .into_owned(),
-                        ),
-                    )),
-                    _ => None,
-                };
-                Some(TlsMaterial {
-                    ca: read("mqtt.ca_file", ca)?,
-                    client_auth,
-                })
-            }
-            _ => None,
-        };
-        Ok(MqttSettings {
-            host: broker.host.clone(),
-            port: broker.port,
-            client_id: config.client_id(),
-            tls,
-            credentials,
-            keep_alive: Duration::from_secs(u64::from(m.keep_alive_secs.get())),
-            max_in_flight: usize::from(m.max_in_flight.get()),
-            reconnect_min: Duration::from_millis(m.reconnect_min_ms.get()),
-            reconnect_max: Duration::from_millis(m.reconnect_max_ms.get()),
-            topics: config.topics().clone(),
-            will,
-        })
-    }
-
-    fn options(&self) -> MqttOptions {
-        let mut options = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
-        options.set_keep_alive(self.keep_alive);
-        options.set_clean_session(true);
-        options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
-        let qos1_cap = self.max_in_flight + CONTROL_SLOTS;
-        // rumqttc's limit stays above ours, so its packet ids never collide (module docs).
-        options.set_inflight(u16::try_from(qos1_cap + 8).unwrap_or(u16::MAX));
-        options.set_last_will(LastWill::new(
-            self.topics.status(),
-            self.will.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if let Some((user, password)) = &self.credentials {
-            options.set_credentials(user.clone(), password.expose().to_string());
-        }
-        if let Some(tls) = &self.tls {
-            let client_auth = tls
-                .client_auth
-                .as_ref()
-                .map(|(cert, key)| (cert.clone(), key.expose().as_bytes().to_vec()));
-            options.set_transport(Transport::Tls(TlsConfiguration::Simple {
-                ca: tls.ca.clone(),
-                alpn: None,
-                client_auth,
-            }));
-        }
-        options
-    }
-}
-
-/// Reconnection delays: doubling from `min` to `max`, each drawn in `[d/2, d]`.
-#[derive(Debug)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
-        Backoff {
-            min,
-            max,
-            next: min,
-            rng: seed | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    fn delay(&mut self) -> Duration {
-        // xorshift64: jitter only, no need for a better generator.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        let delay = self.next.mul_f64(0.5 + 0.5 * unit);
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-}
-
-/// What one submitted publish was, to pair it with its packet id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tag {
-    /// An outbox record.
-    Record(u64),
-    /// A QoS 1 control message (status, ack).
-    Control,
-    /// A QoS 0 message (no packet id).
-    Fire,
-}
-
 /// One client and its connection thread; everything here dies with the connection.
 struct Session {
     client: Client,
     epoch: u64,
     connected: bool,
-    /// Submitted, waiting for their `Outgoing::Publish` event, in order.
-    submitted: VecDeque<Tag>,
-    /// Sent QoS 1 publishes by packet id, waiting for their PUBACK.
-    in_flight: HashMap<u16, Tag>,
-    /// Highest record `seq` submitted on this connection.
-    cursor: Option<u64>,
+    /// Submitted and sent publishes, waiting for their packet ids and PUBACKs.
+    in_flight: InFlight,
     /// Packet id of the final status, once sent (shutdown).
     final_status_sent: bool,
 }
 
 impl Session {
-    fn records_in_flight(&self) -> usize {
-        let submitted = self
-            .submitted
-            .iter()
-            .filter(|t| matches!(t, Tag::Record(_)))
-            .count();
-        submitted
-            + self
-                .in_flight
-                .values()
-                .filter(|t| matches!(t, Tag::Record(_)))
-                .count()
-    }
-
-    fn qos1_in_flight(&self) -> usize {
-        self.submitted.iter().filter(|t| **t != Tag::Fire).count() + self.in_flight.len()
-    }
-
     /// Submits a publish; returns whether rumqttc took it.
     fn publish(
         &mut self,
@@ -330,7 +81,7 @@ impl Session {
     ) -> bool {
         match self.client.try_publish(topic, qos, retain, payload) {
             Ok(()) => {
-                self.submitted.push_back(tag);
+                self.in_flight.submitted(tag);
                 true
             }
             Err(e) => {
@@ -382,7 +133,7 @@ impl MqttSink {
         control: SyncSender<ControlRequest>,
         connects: Arc<AtomicU64>,
     ) -> Self {
-        let backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
+        let backoff = Backoff::with_jitter(settings.reconnect_min, settings.reconnect_max);
         MqttSink {
             settings,
             outbox,
@@ -451,9 +202,7 @@ impl MqttSink {
             client,
             epoch,
             connected: false,
-            submitted: VecDeque::new(),
-            in_flight: HashMap::new(),
-            cursor: None,
+            in_flight: InFlight::default(),
             final_status_sent: false,
         });
         Ok(())
@@ -524,20 +273,16 @@ impl MqttSink {
                 }
                 self.status_dirty = true;
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => match session.submitted.pop_front() {
-                Some(Tag::Fire) if pkid == 0 => {}
-                Some(tag) if tag != Tag::Fire && pkid != 0 => {
-                    session.in_flight.insert(pkid, tag);
-                }
-                other => {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Err(e) = session.in_flight.sent(pkid) {
                     // Should not happen; start a clean connection rather than risk
                     // acknowledging the wrong record.
-                    tracing::error!(pkid, tag = ?other, "publish bookkeeping out of step; reconnecting");
+                    tracing::error!(error = %e, "reconnecting");
                     self.drop_session(Duration::ZERO);
                 }
-            },
+            }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Tag::Record(seq)) = session.in_flight.remove(&ack.pkid) {
+                if let Some(Tag::Record(seq)) = session.in_flight.acked(ack.pkid) {
                     lock_outbox(&self.outbox).ack(seq)?;
                     tracing::trace!(seq, "record acknowledged");
                 }
@@ -597,7 +342,7 @@ impl MqttSink {
 
     fn on_error(&mut self, error: &ConnectionError) {
         self.failures += 1;
-        let delay = self.backoff.delay();
+        let delay = self.backoff.next_delay();
         let was_connected = self.session.as_ref().is_some_and(|s| s.connected);
         let retry_ms = delay.as_millis() as u64;
         match error {
@@ -638,7 +383,7 @@ impl MqttSink {
         };
         let topics = &self.settings.topics;
         let qos1_cap = self.settings.max_in_flight + CONTROL_SLOTS;
-        if self.status_dirty && session.qos1_in_flight() < qos1_cap {
+        if self.status_dirty && session.in_flight.qos1() < qos1_cap {
             if let Some(status) = &self.status {
                 if session.publish(
                     topics.status(),
@@ -653,7 +398,7 @@ impl MqttSink {
                 self.status_dirty = false;
             }
         }
-        while session.qos1_in_flight() < qos1_cap {
+        while session.in_flight.qos1() < qos1_cap {
             let Some((topic, payload)) = self.replies.pop_front() else {
                 break;
             };
@@ -668,9 +413,9 @@ impl MqttSink {
         let room = self
             .settings
             .max_in_flight
-            .saturating_sub(session.records_in_flight());
+            .saturating_sub(session.in_flight.records());
         if room > 0 {
-            let batch = lock_outbox(&self.outbox).pending_after(session.cursor, room);
+            let batch = lock_outbox(&self.outbox).pending_after(session.in_flight.cursor(), room);
             for (seq, payload) in batch {
                 if !session.publish(
                     topics.engagement(),
@@ -681,13 +426,12 @@ impl MqttSink {
                 ) {
                     break;
                 }
-                session.cursor = Some(seq);
             }
         }
         if let Some((_, status)) = &self.shutdown {
             let drained =
-                session.records_in_flight() == 0 && lock_outbox(&self.outbox).depth() == 0;
-            if drained && !session.final_status_sent && session.qos1_in_flight() < qos1_cap {
+                session.in_flight.records() == 0 && lock_outbox(&self.outbox).depth() == 0;
+            if drained && !session.final_status_sent && session.in_flight.qos1() < qos1_cap {
                 session.final_status_sent = session.publish(
                     topics.status(),
                     QoS::AtLeastOnce,
@@ -704,7 +448,7 @@ impl MqttSink {
     fn finished_draining(&self) -> bool {
         self.session
             .as_ref()
-            .is_some_and(|s| s.final_status_sent && s.qos1_in_flight() == 0)
+            .is_some_and(|s| s.final_status_sent && s.in_flight.qos1() == 0)
     }
 
     fn finish(&mut self) {
@@ -745,21 +489,6 @@ fn rejection(request: &ControlRequest, reason: &str) -> Rejected {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let delays: Vec<Duration> = (0..8).map(|_| b.delay()).collect();
-        let bounds = [100u64, 200, 400, 800, 1000, 1000, 1000, 1000];
-        for (d, max) in delays.iter().zip(bounds) {
-            assert!(
-                *d >= Duration::from_millis(max / 2) && *d <= Duration::from_millis(max),
-                "{d:?} vs {max}"
-            );
-        }
-        b.reset();
-        assert!(b.delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn secrets_are_not_printed() {
