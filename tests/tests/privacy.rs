@@ -14,17 +14,66 @@ use serde_json::json;
 
 const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
 
-/// The first double-quoted string of `s` (strace prints paths quoted, escapes aside).
-fn quoted(s: &str) -> Option<String> {
-    let start = s.find('"')? + 1;
-    let end = start + s[start..].find('"')?;
-    Some(s[start..end].to_string())
+/// The paths named by a syscall's arguments as `strace -y` prints them: quoted names, each
+/// resolved against the directory fd before it (`4</state/outbox>, "ledger.tmp"`); a
+/// relative name without one (`AT_FDCWD`) is kept relative, which no state directory holds.
+fn arg_paths(args: &str) -> Vec<String> {
+    let chars: Vec<char> = args.chars().collect();
+    let mut out = Vec::new();
+    let mut base: Option<String> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '"' => {
+                let mut j = i + 1;
+                let mut text = String::new();
+                while j < chars.len() && chars[j] != '"' {
+                    if chars[j] == '\\' && j + 1 < chars.len() {
+                        j += 1;
+                    }
+                    text.push(chars[j]);
+                    j += 1;
+                }
+                out.push(match (&base, text.starts_with('/')) {
+                    (Some(dir), false) => format!("{dir}/{text}"),
+                    _ => text,
+                });
+                i = j + 1;
+            }
+            c if c.is_ascii_digit() && (i == 0 || !chars[i - 1].is_alphanumeric()) => {
+                let mut j = i;
+                while j < chars.len() && chars[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&'<') {
+                    let end = chars[j..]
+                        .iter()
+                        .position(|&c| c == '>')
+                        .map_or(chars.len(), |k| j + k);
+                    base = Some(chars[j + 1..end].iter().collect());
+                    i = end + 1;
+                } else {
+                    i = j;
+                }
+            }
+            'A' if args[args.char_indices().nth(i).map_or(0, |(b, _)| b)..]
+                .starts_with("AT_FDCWD") =>
+            {
+                base = None;
+                i += "AT_FDCWD".len();
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 /// Paths that a traced syscall line writes, creates, renames or deletes. A call that failed
 /// (`= -1 ENOENT ...`) wrote nothing; an unfinished one counts as a write.
 fn written_paths(line: &str) -> Vec<String> {
-    if line.contains(") = -1 E") {
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    let failed = tokens.windows(2).any(|w| w == ["=", "-1"]);
+    if failed {
         return Vec::new();
     }
     let call = line
@@ -33,32 +82,24 @@ fn written_paths(line: &str) -> Vec<String> {
         .trim_start();
     let name = call.split('(').next().unwrap_or("");
     let args = call.split_once('(').map_or("", |(_, a)| a);
+    // The arguments only: strace -y also annotates the returned fd.
+    let args = args.rsplit_once(") =").map_or(args, |(a, _)| a);
     match name {
         "open" | "openat" | "openat2" => {
             let writes = ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND"]
                 .iter()
                 .any(|f| args.contains(f));
             if writes {
-                quoted(args).into_iter().collect()
+                arg_paths(args).into_iter().take(1).collect()
             } else {
                 Vec::new()
             }
         }
         "creat" | "mkdir" | "mkdirat" | "unlink" | "unlinkat" | "rmdir" | "truncate" => {
-            quoted(args).into_iter().collect()
+            arg_paths(args).into_iter().take(1).collect()
         }
         "rename" | "renameat" | "renameat2" | "link" | "linkat" | "symlink" | "symlinkat" => {
-            // Both paths.
-            let mut out = Vec::new();
-            let mut rest = args;
-            while let Some(p) = quoted(rest) {
-                let after = rest
-                    .find(&format!("\"{p}\""))
-                    .map_or(rest.len(), |i| i + p.len() + 2);
-                out.push(p);
-                rest = &rest[after..];
-            }
-            out
+            arg_paths(args)
         }
         _ => Vec::new(),
     }
@@ -128,7 +169,7 @@ fn check_writes_stay_in_the_state_directory(root: &Path, source: &str, extra: &s
     let trace = root.join("strace.txt");
     let mut daemon = Daemon::start_with(
         Command::new(&strace)
-            .args(["-f", "-qq", "-s", "1024", "-o"])
+            .args(["-f", "-qq", "-y", "-s", "1024", "-o"])
             .arg(&trace)
             .args(["-e", "trace=open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,mkdir,mkdirat,unlink,unlinkat,rmdir,truncate"])
             .arg(CAERD)
@@ -251,5 +292,21 @@ fn strace_line_parsing() {
     assert_eq!(
         written_paths(r#"9 openat(AT_FDCWD, "/tmp/frame.png", O_RDWR|O_CREAT <unfinished ...>"#),
         ["/tmp/frame.png"]
+    );
+    // strace -y: names relative to a directory fd, and failures however aligned.
+    assert_eq!(
+        written_paths(
+            r#"9 openat(4</s/outbox>, "ledger.tmp", O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW, 0640) = 5</s/outbox/ledger.tmp>"#
+        ),
+        ["/s/outbox/ledger.tmp"]
+    );
+    assert_eq!(
+        written_paths(r#"9 renameat(4</s/outbox>, "ledger.tmp", 4</s/outbox>, "ledger") = 0"#),
+        ["/s/outbox/ledger.tmp", "/s/outbox/ledger"]
+    );
+    assert!(written_paths(r#"9 mkdir("/tmp/x", 0777)    = -1 EEXIST (File exists)"#).is_empty());
+    assert_eq!(
+        written_paths(r#"9 mkdirat(AT_FDCWD, "relative", 0750) = 0"#),
+        ["relative"]
     );
 }

@@ -8,13 +8,7 @@
 //! wrong `schema` are errors that name the key). The configuration inside a `config/set` is
 //! validated by [`crate::daemon::config::ValidatedConfig::merge_remote`].
 //!
-//! [`PersistentState`] is the daemon state in `<state_dir>/state.json`: the paused flag and
-//! the last accepted remote configuration change, so that neither is lost on a restart (a
-//! device switched to `coarse` must not come back as `fine` after a power cut).
-
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+//! The daemon state kept across restarts (`state.json`) is in [`crate::daemon::state`].
 
 use serde::{Deserialize, Serialize};
 
@@ -36,9 +30,6 @@ pub const CMD_ACK_SCHEMA: &str = "caer.cmd-ack.v1";
 pub const MAX_CONTROL_BYTES: usize = 16 * 1024;
 /// Longest accepted request `id`.
 pub const MAX_ID_CHARS: usize = 128;
-/// File name of the daemon state in the state directory.
-pub const STATE_FILE: &str = "state.json";
-const STATE_SCHEMA: &str = "caer.state.v1";
 
 /// What the daemon is doing, as published in `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -140,7 +131,9 @@ pub struct OutboxFigures {
     pub next_seq: u64,
     /// Records dropped because the outbox was full, since start.
     pub dropped_total: u64,
-    /// Corrupt records skipped, since start.
+    /// Records that could not be written (disk full, I/O error): intervals lost, since start.
+    pub lost_total: u64,
+    /// Records found damaged or missing on disk at start (and damaged ledgers).
     pub corrupt_total: u64,
 }
 
@@ -427,107 +420,6 @@ impl CmdAck {
     }
 }
 
-/// The daemon state kept in `<state_dir>/state.json`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PersistentState {
-    /// Paused by a `pause` command.
-    pub paused: bool,
-    /// Accepted remote configuration changes, merged, applied on top of the file.
-    pub remote_config: Option<serde_json::Value>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateFile {
-    schema: String,
-    #[serde(default)]
-    paused: bool,
-    #[serde(default)]
-    remote_config: Option<serde_json::Value>,
-}
-
-/// A failure to read or write `state.json`.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StateError {
-    /// The file could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// `read`, `write`, `rename`.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The file is not a valid state file.
-    #[error("{} is not a valid state file: {message}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl PersistentState {
-    /// Reads `<dir>/state.json`; a missing file is the default state.
-    pub fn load(dir: &Path) -> Result<PersistentState, StateError> {
-        let path = dir.join(STATE_FILE);
-        let data = match fs::read(&path) {
-            Ok(data) => data,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PersistentState::default()),
-            Err(source) => {
-                return Err(StateError::Io {
-                    action: "read",
-                    path,
-                    source,
-                })
-            }
-        };
-        let file: StateFile = serde_json::from_slice(&data).map_err(|e| StateError::Invalid {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if file.schema != STATE_SCHEMA {
-            return Err(StateError::Invalid {
-                path,
-                message: format!("schema is {:?}; expected {STATE_SCHEMA:?}", file.schema),
-            });
-        }
-        Ok(PersistentState {
-            paused: file.paused,
-            remote_config: file.remote_config,
-        })
-    }
-
-    /// Replaces `<dir>/state.json` atomically (temporary file, fsync, rename).
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        let file = StateFile {
-            schema: STATE_SCHEMA.to_string(),
-            paused: self.paused,
-            remote_config: self.remote_config.clone(),
-        };
-        let data = serde_json::to_vec_pretty(&file).expect("state serialises");
-        let io = |action| {
-            move |source| StateError::Io {
-                action,
-                path: dir.join(STATE_FILE),
-                source,
-            }
-        };
-        let mut f = fs::File::create(&tmp).map_err(io("write"))?;
-        f.write_all(&data)
-            .and_then(|()| f.sync_all())
-            .map_err(io("write"))?;
-        fs::rename(&tmp, &path).map_err(io("rename"))?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,22 +495,5 @@ mod tests {
         assert!(rejected(parse_cmd(b"[]")).errors[0]
             .reason
             .contains("object"));
-    }
-
-    #[test]
-    fn state_round_trips_and_missing_is_default() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            PersistentState::load(dir.path()).unwrap(),
-            PersistentState::default()
-        );
-        let state = PersistentState {
-            paused: true,
-            remote_config: Some(serde_json::json!({"policy": {}})),
-        };
-        state.save(dir.path()).unwrap();
-        assert_eq!(PersistentState::load(dir.path()).unwrap(), state);
-        fs::write(dir.path().join(STATE_FILE), b"{}").unwrap();
-        assert!(PersistentState::load(dir.path()).is_err());
     }
 }

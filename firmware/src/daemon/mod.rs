@@ -41,20 +41,22 @@ pub mod config;
 pub mod fleet;
 pub mod outbox;
 pub mod publish;
+pub mod state_dir;
+
+pub mod state;
 
 mod build;
 mod capture;
 mod error;
 mod inference;
 mod metrics;
-mod remote;
 mod running;
 mod supervisor;
 
 pub use error::{BuildError, DaemonError, PipelineError};
 pub use metrics::Metrics;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -67,7 +69,8 @@ use crate::daemon::outbox::Outbox;
 use crate::daemon::publish::mqtt::{MqttSettings, MqttSink};
 use crate::daemon::publish::stdout::StdoutSink;
 use crate::daemon::publish::{SharedOutbox, SinkError, SinkMessage, SINK_CHANNEL_CAPACITY};
-use crate::daemon::remote::initial_config;
+use crate::daemon::state::initial_config;
+use crate::daemon::state_dir::StateDir;
 use crate::daemon::supervisor::Supervisor;
 
 /// How often safe mode tries to build the pipeline again.
@@ -125,16 +128,24 @@ pub fn run(
     shutdown: &AtomicBool,
 ) -> Result<Exit, DaemonError> {
     let started = Instant::now();
-    let state_dir = config.config().state_dir.clone();
-    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
-        path: state_dir.clone(),
+    let path = &config.config().state_dir;
+    let state_dir = StateDir::open(path).map_err(|source| DaemonError::StateDir {
+        path: path.clone(),
         source,
     })?;
-    let (current, persistent) = initial_config(&config, &state_dir);
+    let (current, persistent, paused_reason) = initial_config(&config, &state_dir);
     let outbox = open_outbox(&state_dir, &current)?;
     let (sink_tx, sink_rx) = mpsc::sync_channel(SINK_CHANNEL_CAPACITY);
     let (control_tx, control_rx) = mpsc::sync_channel(CONTROL_CAPACITY);
-    let mut supervisor = Supervisor::new(current, persistent, outbox.clone(), sink_tx, started)?;
+    let mut supervisor = Supervisor::new(
+        current,
+        persistent,
+        state_dir,
+        outbox.clone(),
+        sink_tx,
+        started,
+    )?;
+    supervisor.paused_reason = paused_reason;
     let sink = SinkThread::spawn(&mut supervisor, outbox, sink_rx, control_tx)?;
 
     supervisor.poll_thermal();
@@ -172,9 +183,13 @@ pub fn run(
 }
 
 /// Opens the outbox under the state directory, logging what it recovered.
-fn open_outbox(state_dir: &Path, config: &ValidatedConfig) -> Result<SharedOutbox, DaemonError> {
+fn open_outbox(
+    state_dir: &StateDir,
+    config: &ValidatedConfig,
+) -> Result<SharedOutbox, DaemonError> {
     let outbox = Outbox::open(
-        state_dir.join(OUTBOX_DIR),
+        state_dir,
+        OUTBOX_DIR,
         config.config().outbox.max_bytes.get(),
     )?;
     let stats = outbox.stats();

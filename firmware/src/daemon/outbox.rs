@@ -2,41 +2,53 @@
 //! removed only when the broker acknowledges them (PUBACK), so that neither a broker outage
 //! nor a crash or power cut of the device loses one.
 //!
-//! Layout, in `<state_dir>/outbox/`:
+//! Layout, in `<state_dir>/outbox/` (used only through a directory handle with `O_NOFOLLOW`,
+//! [`StateDir`]: a planted symlink is refused, never followed):
 //!
 //! - `<first seq, 20 digits>.seg`: segment files of records, appended in sequence order.
 //!   Each record is `len: u32 LE | crc32c: u32 LE | seq: u64 LE | payload (len bytes)`, the
-//!   CRC-32C covering `seq` and the payload. A segment is at most `max_bytes / 8` bytes;
-//!   appends always go to a segment created by this process (segments found at start are
-//!   only read), so a torn record at the end of a crashed segment is never appended after.
-//! - `ledger`: `magic | next_seq | acked_below | crc32c`, replaced atomically (written to
-//!   `ledger.tmp`, fsynced, renamed). `next_seq` makes the sequence number survive restarts
-//!   even when every segment has been deleted; `acked_below` spares re-sending records
-//!   acknowledged before a restart.
+//!   CRC-32C covering `seq` and the payload. A segment is at most `max_bytes / 8` bytes and
+//!   holds consecutive sequence numbers; appends always go to a segment created by this
+//!   process, and a failed append closes it, so a torn record is never appended after.
+//! - `ledger`: `magic | next_seq | acked_below | crc32c`, replaced atomically. It is written
+//!   **before** each record: a record with sequence number `s` is on disk only once a ledger
+//!   with `next_seq > s` is, so a number is never given twice, even when the end of a segment
+//!   is torn by a crash. `acked_below` spares re-sending records acknowledged before a
+//!   restart.
 //!
 //! Guarantees and bounds:
 //!
 //! - **At-least-once**: a record is on disk (fsynced) before [`Outbox::append`] returns and
 //!   stays until [`Outbox::ack`]; after a restart every record not known to be acked is
 //!   pending again, so a consumer may see duplicates and drops them by `seq`.
-//! - **Sequence numbers** start at 0, grow by one per record and never go back, across
-//!   restarts: the ledger is fsynced before any segment is deleted.
+//! - **Sequence numbers** grow by one per record and never go back or repeat. When the
+//!   ledger is missing or damaged (a wiped or corrupted state directory), numbering resumes
+//!   at the larger of the segments' next number and the wall clock in milliseconds since the
+//!   Unix epoch: records are written at most a few per second, far slower than that clock
+//!   advances, so the floor is above every number given before (given a clock that is set:
+//!   on a board without a real-time clock, start `caerd` after the time is synchronised).
+//!   A fresh outbox starts at that floor too.
 //! - **Size**: segment files never total more than `max_bytes`; to make room the oldest
 //!   segment is deleted, acked or not, and its unacked records are counted in
 //!   [`OutboxStats::dropped_total`]. Unacked payloads are also held in memory (same bound).
-//! - **Corruption**: a record whose CRC does not match is skipped; a length that runs past
-//!   the end of the file ends that segment. Both are counted in
-//!   [`OutboxStats::corrupt_total`] and logged; a corrupt ledger is counted and rebuilt
-//!   from the segments.
+//! - **Disk full and other write failures** never stop the daemon: a record that cannot be
+//!   written is counted in [`OutboxStats::lost_total`] and its number skipped; a ledger
+//!   update after an ack is retried later; an outbox that cannot write at start still opens.
+//! - **Corruption**: a damaged record is skipped and reading resumes at the next intact one
+//!   (found by its CRC and a sequence number in the segment's range); every number missing
+//!   from a segment's range is counted, exactly, in [`OutboxStats::corrupt_total`]. A damaged
+//!   ledger is counted too and rebuilt. Entries that are not readable segment files (a
+//!   directory named like one, a link) are skipped with a warning.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Write};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::state_dir::StateDir;
 use crate::pipeline::settings::Issues;
 
 /// The on-disk outbox of aggregate records: the `[outbox]` section of `caerd`'s
@@ -71,7 +83,7 @@ pub const RECORD_HEADER_BYTES: usize = 16;
 const LEDGER_MAGIC: &[u8; 8] = b"CAEROBX1";
 const LEDGER_BYTES: usize = 8 + 8 + 8 + 4;
 const LEDGER_FILE: &str = "ledger";
-const SEGMENT_EXT: &str = "seg";
+const SEGMENT_EXT: &str = ".seg";
 
 /// A failure of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -93,10 +105,10 @@ pub enum OutboxError {
     RecordTooLarge(usize),
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutboxError + 'a {
+fn io_err(action: &'static str, path: PathBuf) -> impl FnOnce(io::Error) -> OutboxError {
     move |source| OutboxError::Io {
         action,
-        path: path.to_path_buf(),
+        path,
         source,
     }
 }
@@ -110,7 +122,9 @@ pub struct OutboxStats {
     pub acked_total: u64,
     /// Unacknowledged records deleted to stay within `max_bytes`.
     pub dropped_total: u64,
-    /// Corrupt records (and ledgers) skipped.
+    /// Records that could not be written (disk full, I/O error): intervals lost.
+    pub lost_total: u64,
+    /// Records found damaged or missing in the segments at open, and damaged ledgers.
     pub corrupt_total: u64,
     /// Unacknowledged records found on disk at open.
     pub recovered: u64,
@@ -119,7 +133,7 @@ pub struct OutboxStats {
 #[derive(Debug)]
 struct Segment {
     first_seq: u64,
-    path: PathBuf,
+    name: String,
     bytes: u64,
     unacked: usize,
 }
@@ -127,7 +141,7 @@ struct Segment {
 /// A bounded, crash-safe queue of records awaiting acknowledgement (see the module docs).
 #[derive(Debug)]
 pub struct Outbox {
-    dir: PathBuf,
+    dir: StateDir,
     max_bytes: u64,
     segment_bytes: u64,
     /// Oldest first; the last one is the active segment when `writer` is set.
@@ -144,35 +158,55 @@ pub struct Outbox {
 /// Outcome of parsing one segment file.
 struct ParsedSegment {
     records: Vec<(u64, Vec<u8>)>,
-    corrupt: u64,
+    /// Bytes that belong to no intact record.
+    damaged_bytes: usize,
+    /// Whether damaged bytes follow the last intact record (a torn end).
+    damaged_tail: bool,
 }
 
-fn parse_segment(data: &[u8]) -> ParsedSegment {
+/// The record at the start of `data`, if it is intact and its sequence number lies in
+/// `seqs`: `(seq, payload, length on disk)`.
+fn record_at(data: &[u8], seqs: &std::ops::Range<u64>) -> Option<(u64, Vec<u8>, usize)> {
+    let header = data.get(..RECORD_HEADER_BYTES)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    if len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let body = data.get(8..RECORD_HEADER_BYTES + len)?;
+    let seq = u64::from_le_bytes(body[0..8].try_into().ok()?);
+    if !seqs.contains(&seq) {
+        return None;
+    }
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    (crc32c::crc32c(body) == crc).then(|| (seq, body[8..].to_vec(), RECORD_HEADER_BYTES + len))
+}
+
+/// The intact records of a segment whose numbers lie in `seqs`; after a damaged record the
+/// reading resumes at the next offset where an intact one starts.
+fn parse_segment(data: &[u8], seqs: std::ops::Range<u64>) -> ParsedSegment {
     let mut records = Vec::new();
-    let mut corrupt = 0;
+    let mut damaged_bytes = 0;
+    let mut damaged_tail = false;
     let mut at = 0;
     while at < data.len() {
-        let rest = &data[at..];
-        if rest.len() < RECORD_HEADER_BYTES {
-            corrupt += 1; // torn header at the end
-            break;
+        match record_at(&data[at..], &seqs) {
+            Some((seq, payload, len)) => {
+                records.push((seq, payload));
+                damaged_tail = false;
+                at += len;
+            }
+            None => {
+                damaged_bytes += 1;
+                damaged_tail = true;
+                at += 1;
+            }
         }
-        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        if len > MAX_RECORD_BYTES || RECORD_HEADER_BYTES + len > rest.len() {
-            corrupt += 1; // torn or garbled length: the rest of the segment is unreadable
-            break;
-        }
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        let body = &rest[8..RECORD_HEADER_BYTES + len];
-        if crc32c::crc32c(body) == crc {
-            let seq = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-            records.push((seq, body[8..].to_vec()));
-        } else {
-            corrupt += 1;
-        }
-        at += RECORD_HEADER_BYTES + len;
     }
-    ParsedSegment { records, corrupt }
+    ParsedSegment {
+        records,
+        damaged_bytes,
+        damaged_tail,
+    }
 }
 
 fn encode_record(seq: u64, payload: &[u8]) -> Vec<u8> {
@@ -210,19 +244,28 @@ fn decode_ledger(data: &[u8]) -> Option<(u64, u64)> {
     (acked_below <= next_seq).then_some((next_seq, acked_below))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync directory", dir))
+/// Where numbering resumes without a ledger: the wall clock in milliseconds since the Unix
+/// epoch (see the module docs).
+fn clock_floor() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{SEGMENT_EXT}")
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox in `dir`, recovering the records not yet acknowledged.
+    /// Opens (or creates) the outbox `outbox` under the state directory `parent`,
+    /// recovering the records not yet acknowledged. Fails only if the directory cannot be
+    /// opened (missing permissions, a link in its place); a full disk is not an error.
     ///
     /// `max_bytes` must be at least 1 MiB (the configuration enforces it).
-    pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Outbox, OutboxError> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+    pub fn open(parent: &StateDir, name: &str, max_bytes: u64) -> Result<Outbox, OutboxError> {
+        let dir = parent
+            .subdir(name)
+            .map_err(io_err("open directory", parent.join(name)))?;
         let max_bytes = max_bytes.max(16 * MAX_RECORD_BYTES as u64);
         let mut outbox = Outbox {
             segment_bytes: max_bytes / 8,
@@ -235,52 +278,87 @@ impl Outbox {
             stats: OutboxStats::default(),
             dir,
         };
-        outbox.recover()?;
+        outbox.recover();
         Ok(outbox)
     }
 
-    fn recover(&mut self) -> Result<(), OutboxError> {
-        let ledger_path = self.dir.join(LEDGER_FILE);
-        let (mut next_seq, acked_below) = match fs::read(&ledger_path) {
-            Ok(data) => decode_ledger(&data).unwrap_or_else(|| {
-                tracing::warn!(path = %ledger_path.display(), "outbox ledger is corrupt; rebuilding it from the segments");
-                self.stats.corrupt_total += 1;
-                (0, 0)
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0),
-            Err(e) => return Err(io_err("read", &ledger_path)(e)),
+    /// Opens an outbox at `path` (its parent is the state directory); for tests and tools.
+    pub fn open_path(path: &Path, max_bytes: u64) -> Result<Outbox, OutboxError> {
+        let (parent, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+            (Some(parent), Some(name)) => (parent, name),
+            _ => {
+                return Err(io_err("open directory", path.to_owned())(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a directory path with a parent",
+                )))
+            }
         };
+        let parent = StateDir::open(parent).map_err(io_err("open directory", parent.to_owned()))?;
+        Outbox::open(&parent, name, max_bytes)
+    }
+
+    fn recover(&mut self) {
+        let ledger = match self.dir.read(LEDGER_FILE, LEDGER_BYTES as u64) {
+            Ok(Some(data)) => decode_ledger(&data),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(path = %self.dir.join(LEDGER_FILE).display(), error = %e, "cannot read the outbox ledger");
+                None
+            }
+        };
+        if ledger.is_none() && self.dir.join(LEDGER_FILE).exists() {
+            tracing::warn!(path = %self.dir.join(LEDGER_FILE).display(), "outbox ledger is damaged; rebuilding it");
+            self.stats.corrupt_total += 1;
+        }
+        let (mut next_seq, acked_below) = ledger.unwrap_or((clock_floor(), 0));
 
         let mut found = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
-                continue;
-            }
-            match path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                Some(first_seq) => found.push((first_seq, path)),
-                None => {
-                    tracing::warn!(path = %path.display(), "ignoring a file that is not an outbox segment")
+        match self.dir.entries() {
+            Ok(entries) => {
+                for (name, regular) in entries {
+                    let Some(stem) = name.strip_suffix(SEGMENT_EXT) else {
+                        continue;
+                    };
+                    match stem.parse::<u64>() {
+                        Ok(first_seq) if regular => found.push((first_seq, name)),
+                        _ => {
+                            tracing::warn!(path = %self.dir.join(&name).display(), "ignoring an entry that is not an outbox segment file")
+                        }
+                    }
                 }
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.dir.path().display(), error = %e, "cannot list the outbox")
             }
         }
         found.sort();
-
-        for (first_seq, path) in found {
-            let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|f| f.take(self.max_bytes).read_to_end(&mut data))
-                .map_err(io_err("read", &path))?;
-            let parsed = parse_segment(&data);
-            if parsed.corrupt > 0 {
-                tracing::warn!(path = %path.display(), corrupt = parsed.corrupt, "outbox segment has corrupt records; skipped them");
-                self.stats.corrupt_total += parsed.corrupt;
+        let ends: Vec<u64> = found.iter().skip(1).map(|(s, _)| *s).collect();
+        for (i, (first_seq, name)) in found.into_iter().enumerate() {
+            let data = match self.dir.read(&name, self.max_bytes) {
+                Ok(Some(data)) => data,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(path = %self.dir.join(&name).display(), error = %e, "ignoring an unreadable outbox segment");
+                    continue;
+                }
+            };
+            // A segment holds consecutive numbers, up to the next segment's first one; the
+            // last one up to the ledger's next number (or, without a ledger, its last intact
+            // record, plus one for a torn end).
+            let next_first = ends.get(i).copied();
+            let parsed = parse_segment(&data, first_seq..next_first.unwrap_or(u64::MAX));
+            let unique: std::collections::BTreeSet<u64> =
+                parsed.records.iter().map(|r| r.0).collect();
+            let after_last = unique.last().map_or(first_seq, |l| l + 1);
+            let expected_end = match (next_first, ledger) {
+                (Some(next), _) => next,
+                (None, Some((ledger_next, _))) => ledger_next.max(after_last),
+                (None, None) => after_last + u64::from(parsed.damaged_tail),
+            };
+            let missing = (expected_end - first_seq).saturating_sub(unique.len() as u64);
+            if missing > 0 || parsed.damaged_bytes > 0 {
+                tracing::warn!(path = %self.dir.join(&name).display(), missing, damaged_bytes = parsed.damaged_bytes, "outbox segment has damaged or missing records; skipped them");
+                self.stats.corrupt_total += missing;
             }
             let mut unacked = 0;
             for (seq, payload) in parsed.records {
@@ -291,29 +369,19 @@ impl Outbox {
             }
             self.segments.push_back(Segment {
                 first_seq,
-                path,
+                name,
                 bytes: data.len() as u64,
                 unacked,
             });
         }
         self.next_seq = next_seq;
         self.stats.recovered = self.pending.len() as u64;
-        // Persist next_seq before deleting anything, then drop what needs no delivery.
-        self.write_ledger()?;
-        let mut kept = VecDeque::with_capacity(self.segments.len());
-        while let Some(segment) = self.segments.pop_front() {
-            if segment.unacked == 0 {
-                fs::remove_file(&segment.path).map_err(io_err("delete", &segment.path))?;
-            } else {
-                kept.push_back(segment);
-            }
+        if let Err(e) = self.write_ledger() {
+            tracing::warn!(error = %e, "cannot write the outbox ledger at open; the next record will try again");
         }
-        self.segments = kept;
+        self.tidy();
         // Stay within the bound even if it was lowered since the segments were written.
-        while self.total_bytes() > self.max_bytes {
-            self.drop_oldest_segment()?;
-        }
-        Ok(())
+        while self.total_bytes() > self.max_bytes && self.drop_oldest_segment() {}
     }
 
     /// The sequence number the next record will get.
@@ -338,20 +406,40 @@ impl Outbox {
 
     /// The directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
-    /// Appends the record that `make(seq)` builds for the next sequence number, fsyncs it
-    /// and returns that number. Oldest segments are deleted first if needed to stay within
-    /// `max_bytes`. On a write error the record is not pending and its sequence number is
-    /// skipped (part of it may be on disk; no other record may ever carry that number).
+    /// Appends the record that `make(seq)` builds for the next sequence number and returns
+    /// that number once the record is fsynced. The ledger is advanced first (see the module
+    /// docs); oldest segments are deleted if needed to stay within `max_bytes`. On any write
+    /// error the record is lost (counted in [`OutboxStats::lost_total`]) and its number is
+    /// never given to another record.
     pub fn append(&mut self, make: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, OutboxError> {
         let seq = self.next_seq;
         let payload = make(seq);
         if payload.len() > MAX_RECORD_BYTES {
             return Err(OutboxError::RecordTooLarge(payload.len()));
         }
-        let record = encode_record(seq, &payload);
+        // From here on the number is spent, whatever happens.
+        self.next_seq += 1;
+        let written = self.write_record(seq, &payload);
+        match written {
+            Ok(()) => {
+                self.pending.insert(seq, payload);
+                self.stats.appended_total += 1;
+                Ok(seq)
+            }
+            Err(e) => {
+                self.stats.lost_total += 1;
+                Err(e)
+            }
+        }
+    }
+
+    fn write_record(&mut self, seq: u64, payload: &[u8]) -> Result<(), OutboxError> {
+        // The record is not pending yet: the watermark must not pass it.
+        self.write_ledger_at(self.acked_below().min(seq))?;
+        let record = encode_record(seq, payload);
         let len = record.len() as u64;
         if self.writer.is_some()
             && self
@@ -359,27 +447,28 @@ impl Outbox {
                 .back()
                 .is_some_and(|s| s.bytes + len > self.segment_bytes)
         {
-            self.seal_active()?;
+            self.seal_active();
         }
         while self.total_bytes() + len > self.max_bytes {
             if self.writer.is_some() && self.segments.len() == 1 {
-                self.seal_active()?;
+                self.seal_active();
             }
-            if !self.drop_oldest_segment()? {
+            if !self.drop_oldest_segment() {
                 break;
             }
         }
         if self.writer.is_none() {
-            let path = self.dir.join(format!("{seq:020}.{SEGMENT_EXT}"));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err("create", &path))?;
-            sync_dir(&self.dir)?;
+            let name = segment_name(seq);
+            let file = self
+                .dir
+                .create_new(&name)
+                .map_err(io_err("create", self.dir.join(&name)))?;
+            self.dir
+                .sync()
+                .map_err(io_err("sync directory", self.dir.path().to_owned()))?;
             self.segments.push_back(Segment {
                 first_seq: seq,
-                path,
+                name,
                 bytes: 0,
                 unacked: 0,
             });
@@ -389,21 +478,16 @@ impl Outbox {
             unreachable!("an active segment was just ensured");
         };
         let written = writer.write_all(&record).and_then(|()| writer.sync_data());
+        // Count the worst case against the bound, written or not.
+        segment.bytes += len;
         if let Err(e) = written {
             // The segment may now end in a torn record: never append to it again.
-            let path = segment.path.clone();
-            segment.bytes += len; // count the worst case against the bound
+            let path = self.dir.join(&segment.name);
             self.writer = None;
-            // Part of the record may be on disk: never give its number to another record.
-            self.next_seq += 1;
-            return Err(io_err("write", &path)(e));
+            return Err(io_err("write", path)(e));
         }
-        segment.bytes += len;
         segment.unacked += 1;
-        self.pending.insert(seq, payload);
-        self.next_seq += 1;
-        self.stats.appended_total += 1;
-        Ok(seq)
+        Ok(())
     }
 
     /// Up to `limit` unacknowledged records with a sequence number above `after` (all of
@@ -417,35 +501,32 @@ impl Outbox {
             .collect()
     }
 
-    /// Marks `seq` acknowledged; returns whether it was pending. A segment whose records
-    /// are all acknowledged is deleted (after the ledger is updated).
-    pub fn ack(&mut self, seq: u64) -> Result<bool, OutboxError> {
+    /// Marks `seq` acknowledged; returns whether it was pending. Sealed segments whose
+    /// records are all acknowledged are deleted once the ledger says so (retried later if
+    /// the ledger cannot be written now).
+    pub fn ack(&mut self, seq: u64) -> bool {
         if self.pending.remove(&seq).is_none() {
-            return Ok(false);
+            return false;
         }
         self.stats.acked_total += 1;
         let index = self.segments.partition_point(|s| s.first_seq <= seq);
-        if index == 0 {
-            return Ok(true);
+        if let Some(segment) = index.checked_sub(1).and_then(|i| self.segments.get_mut(i)) {
+            segment.unacked = segment.unacked.saturating_sub(1);
         }
-        let is_active = self.writer.is_some() && index == self.segments.len();
-        let segment = &mut self.segments[index - 1];
-        segment.unacked = segment.unacked.saturating_sub(1);
-        if segment.unacked == 0 && !is_active {
-            self.write_ledger()?;
-            let segment = self.segments.remove(index - 1).expect("index is in range");
-            fs::remove_file(&segment.path).map_err(io_err("delete", &segment.path))?;
-        }
-        Ok(true)
+        self.tidy();
+        true
     }
 
-    /// Writes the ledger if acknowledgements moved `acked_below` since the last write. Call
-    /// it now and then (and before exiting) to spare re-sending acked records after a restart.
-    pub fn flush(&mut self) -> Result<(), OutboxError> {
+    /// Writes the ledger if acknowledgements moved `acked_below` since the last write, then
+    /// deletes what needs no delivery. Call it now and then (and before exiting) to spare
+    /// re-sending acked records after a restart.
+    pub fn flush(&mut self) {
         if self.acked_below() != self.ledger_acked_below {
-            self.write_ledger()?;
+            if let Err(e) = self.write_ledger() {
+                tracing::warn!(error = %e, "cannot update the outbox ledger; will retry");
+            }
         }
-        Ok(())
+        self.tidy();
     }
 
     fn acked_below(&self) -> u64 {
@@ -453,40 +534,57 @@ impl Outbox {
     }
 
     fn write_ledger(&mut self) -> Result<(), OutboxError> {
-        let acked_below = self.acked_below();
-        let tmp = self.dir.join(format!("{LEDGER_FILE}.tmp"));
-        let path = self.dir.join(LEDGER_FILE);
-        let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(&encode_ledger(self.next_seq, acked_below))
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-        sync_dir(&self.dir)?;
+        self.write_ledger_at(self.acked_below())
+    }
+
+    fn write_ledger_at(&mut self, acked_below: u64) -> Result<(), OutboxError> {
+        self.dir
+            .replace(LEDGER_FILE, &encode_ledger(self.next_seq, acked_below))
+            .map_err(io_err("write", self.dir.join(LEDGER_FILE)))?;
         self.ledger_acked_below = acked_below;
         Ok(())
     }
 
-    /// Closes the active segment; deletes it if all its records are acknowledged.
-    fn seal_active(&mut self) -> Result<(), OutboxError> {
-        self.writer = None;
-        if self.segments.back().is_some_and(|s| s.unacked == 0) {
-            self.write_ledger()?;
-            if let Some(segment) = self.segments.pop_back() {
-                fs::remove_file(&segment.path).map_err(io_err("delete", &segment.path))?;
+    /// Deletes the sealed segments whose records are all acknowledged, once the ledger's
+    /// `acked_below` covers them (so that a restart does not resend what they held).
+    fn tidy(&mut self) {
+        let sealed = self.segments.len() - usize::from(self.writer.is_some());
+        let done: Vec<usize> = (0..sealed)
+            .filter(|&i| self.segments[i].unacked == 0)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        if self.acked_below() != self.ledger_acked_below {
+            if let Err(e) = self.write_ledger() {
+                tracing::debug!(error = %e, "ledger not updated; acknowledged segments stay for now");
+                return;
             }
         }
-        Ok(())
+        for i in done.into_iter().rev() {
+            let segment = self.segments.remove(i).expect("index is in range");
+            if let Err(e) = self.dir.remove(&segment.name) {
+                tracing::warn!(path = %self.dir.join(&segment.name).display(), error = %e, "cannot delete an acknowledged outbox segment");
+            }
+        }
+    }
+
+    /// Closes the active segment (deleted by [`Outbox::tidy`] once fully acknowledged).
+    fn seal_active(&mut self) {
+        self.writer = None;
+        self.tidy();
     }
 
     /// Deletes the oldest sealed segment, counting its unacked records as dropped. Returns
-    /// `false` if there is none.
-    fn drop_oldest_segment(&mut self) -> Result<bool, OutboxError> {
+    /// `false` if there is none. Deleting never risks a sequence number: the ledger was
+    /// advanced before each of its records was written.
+    fn drop_oldest_segment(&mut self) -> bool {
         let sealed = self.segments.len() - usize::from(self.writer.is_some());
         if sealed == 0 {
-            return Ok(false);
+            return false;
         }
         let Some(segment) = self.segments.pop_front() else {
-            return Ok(false);
+            return false;
         };
         let end = self.segments.front().map_or(self.next_seq, |s| s.first_seq);
         let dropped: Vec<u64> = self
@@ -505,14 +603,17 @@ impl Outbox {
                 "outbox full: dropped the oldest unacknowledged records"
             );
         }
-        self.write_ledger()?;
-        fs::remove_file(&segment.path).map_err(io_err("delete", &segment.path))?;
-        Ok(true)
+        if let Err(e) = self.dir.remove(&segment.name) {
+            tracing::warn!(path = %self.dir.join(&segment.name).display(), error = %e, "cannot delete the oldest outbox segment");
+        }
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     const MIB: u64 = 1 << 20;
@@ -521,101 +622,225 @@ mod tests {
         format!("{{\"seq\":{seq}}}").into_bytes()
     }
 
-    fn segment_files(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == SEGMENT_EXT))
-            .collect();
-        v.sort();
-        v
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("outbox");
+            Fixture { _tmp: tmp, dir }
+        }
+
+        fn open(&self) -> Outbox {
+            Outbox::open_path(&self.dir, MIB).unwrap()
+        }
+
+        fn segments(&self) -> Vec<PathBuf> {
+            let mut v: Vec<_> = fs::read_dir(&self.dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(SEGMENT_EXT))
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
+    fn pending(outbox: &Outbox) -> Vec<u64> {
+        outbox
+            .pending_after(None, 1000)
+            .iter()
+            .map(|r| r.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_fresh_outbox_numbers_from_the_wall_clock() {
+        let f = Fixture::new();
+        let before = clock_floor();
+        let mut outbox = f.open();
+        let first = outbox.append(payload).unwrap();
+        assert!(first >= before && first <= clock_floor(), "{first}");
+        assert_eq!(outbox.append(payload).unwrap(), first + 1);
     }
 
     #[test]
     fn records_survive_reopen_until_acked() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
-        for expected in 0..5 {
-            assert_eq!(outbox.append(payload).unwrap(), expected);
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
+        for k in 0..5 {
+            assert_eq!(outbox.append(payload).unwrap(), base + k);
         }
-        outbox.ack(1).unwrap();
-        outbox.ack(3).unwrap();
+        outbox.ack(base + 1);
+        outbox.ack(base + 3);
         drop(outbox); // like a crash: no flush
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
-        let seqs: Vec<u64> = outbox
-            .pending_after(None, 100)
-            .iter()
-            .map(|r| r.0)
-            .collect();
+        let mut outbox = f.open();
         // Acks are not persisted per record: only what the ledger says is known acked.
-        assert_eq!(seqs, [0, 1, 2, 3, 4]);
-        assert_eq!(outbox.pending_after(Some(2), 1), vec![(3, payload(3))]);
-        assert_eq!(outbox.next_seq(), 5);
-        for seq in 0..5 {
-            assert!(outbox.ack(seq).unwrap());
-        }
-        assert!(!outbox.ack(2).unwrap(), "double ack");
-        outbox.flush().unwrap();
-        drop(outbox);
-        let outbox = Outbox::open(dir.path(), MIB).unwrap();
-        assert_eq!(outbox.depth(), 0);
-        assert_eq!(outbox.next_seq(), 5);
-        assert!(
-            segment_files(dir.path()).is_empty(),
-            "fully acked segments are deleted at open"
+        assert_eq!(pending(&outbox), (base..base + 5).collect::<Vec<_>>());
+        assert_eq!(
+            outbox.pending_after(Some(base + 2), 1),
+            vec![(base + 3, payload(base + 3))]
         );
+        assert_eq!(outbox.next_seq(), base + 5);
+        for seq in base..base + 5 {
+            assert!(outbox.ack(seq));
+        }
+        assert!(!outbox.ack(base + 2), "double ack");
+        outbox.flush();
+        drop(outbox);
+        let outbox = f.open();
+        assert_eq!(outbox.depth(), 0);
+        assert_eq!(outbox.next_seq(), base + 5);
+        assert!(f.segments().is_empty(), "fully acked segments are deleted");
     }
 
     #[test]
     fn flushed_acks_are_not_resent() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
         for _ in 0..4 {
             outbox.append(payload).unwrap();
         }
-        outbox.ack(0).unwrap();
-        outbox.ack(1).unwrap();
-        outbox.ack(3).unwrap();
-        outbox.flush().unwrap();
+        for k in [0, 1, 3] {
+            outbox.ack(base + k);
+        }
+        outbox.flush();
         drop(outbox);
-        let outbox = Outbox::open(dir.path(), MIB).unwrap();
-        let seqs: Vec<u64> = outbox
-            .pending_after(None, 100)
-            .iter()
-            .map(|r| r.0)
-            .collect();
-        assert_eq!(
-            seqs,
-            [2, 3],
-            "3 was acked out of order, after the watermark: resent (at-least-once)"
-        );
+        // 3 was acked out of order, after the watermark: resent (at-least-once).
+        assert_eq!(pending(&f.open()), [base + 2, base + 3]);
     }
 
     #[test]
     fn sequence_survives_when_every_segment_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
         // Enough records to roll several segments (128 KiB each at 1 MiB).
         let big = |_| vec![b'x'; 30_000];
         for _ in 0..20 {
             let seq = outbox.append(big).unwrap();
-            outbox.ack(seq).unwrap();
+            outbox.ack(seq);
         }
-        outbox.flush().unwrap();
+        outbox.flush();
         drop(outbox);
-        // Reopening deletes the last, fully acknowledged segment: nothing is left but the
-        // ledger, which must still know where the sequence is.
-        drop(Outbox::open(dir.path(), MIB).unwrap());
-        assert!(segment_files(dir.path()).is_empty());
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
+        drop(f.open());
+        assert!(f.segments().is_empty());
+        let mut outbox = f.open();
         assert_eq!(outbox.depth(), 0);
-        assert_eq!(outbox.append(payload).unwrap(), 20);
+        assert_eq!(outbox.append(payload).unwrap(), base + 20);
+    }
+
+    #[test]
+    fn a_lost_ledger_never_lowers_the_sequence() {
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        for _ in 0..3 {
+            let seq = outbox.append(payload).unwrap();
+            outbox.ack(seq);
+        }
+        outbox.flush();
+        let last = outbox.next_seq() - 1;
+        drop(outbox);
+        // Every state file gone: numbering resumes above everything given before.
+        fs::remove_dir_all(&f.dir).unwrap();
+        let mut outbox = f.open();
+        assert!(outbox.append(payload).unwrap() > last);
+        // A damaged ledger with no segments left: the same.
+        let next = outbox.next_seq();
+        let seq = next - 1;
+        outbox.ack(seq);
+        outbox.flush();
+        drop(outbox);
+        fs::write(f.dir.join(LEDGER_FILE), b"garbage").unwrap();
+        let outbox = f.open();
+        assert!(outbox.next_seq() >= next);
+        assert_eq!(outbox.stats().corrupt_total, 1);
+    }
+
+    #[test]
+    fn records_torn_off_the_end_keep_their_numbers() {
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
+        for _ in 0..3 {
+            outbox.append(payload).unwrap();
+        }
+        drop(outbox);
+        // A crash tore off the last record (after the ledger had counted it).
+        let path = f.segments().pop().unwrap();
+        let data = fs::read(&path).unwrap();
+        let one = RECORD_HEADER_BYTES + payload(base).len();
+        fs::write(&path, &data[..data.len() - one / 2]).unwrap();
+        let mut outbox = f.open();
+        assert_eq!(pending(&outbox), [base, base + 1]);
+        assert_eq!(outbox.stats().corrupt_total, 1, "exactly the torn record");
+        assert_eq!(outbox.append(payload).unwrap(), base + 3, "not reused");
+    }
+
+    #[test]
+    fn a_flipped_bit_loses_only_the_damaged_record() {
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
+        for _ in 0..5 {
+            outbox.append(payload).unwrap();
+        }
+        drop(outbox);
+        let path = f.segments().pop().unwrap();
+        let mut data = fs::read(&path).unwrap();
+        let one = RECORD_HEADER_BYTES + payload(base).len();
+        // One bit of the second record's length field, one of the fourth's payload.
+        data[one] ^= 0x40;
+        data[3 * one + RECORD_HEADER_BYTES] ^= 0x01;
+        fs::write(&path, data).unwrap();
+        let outbox = f.open();
+        assert_eq!(pending(&outbox), [base, base + 2, base + 4]);
+        assert_eq!(outbox.stats().corrupt_total, 2);
+    }
+
+    #[test]
+    fn entries_that_are_not_segment_files_are_skipped() {
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
+        outbox.append(payload).unwrap();
+        drop(outbox);
+        fs::create_dir(f.dir.join(segment_name(base + 100))).unwrap();
+        fs::write(f.dir.join("notes.txt"), b"x").unwrap();
+        let outbox = f.open();
+        assert_eq!(pending(&outbox), [base]);
+    }
+
+    #[test]
+    fn links_in_the_outbox_are_never_written_through() {
+        let f = Fixture::new();
+        let outbox = f.open();
+        drop(outbox);
+        let target = f._tmp.path().join("victim");
+        fs::write(&target, b"precious").unwrap();
+        std::os::unix::fs::symlink(&target, f.dir.join("ledger.tmp")).unwrap();
+        fs::remove_file(f.dir.join(LEDGER_FILE)).unwrap();
+        std::os::unix::fs::symlink(&target, f.dir.join(LEDGER_FILE)).unwrap();
+        let mut outbox = f.open();
+        outbox.append(payload).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        // An outbox directory that is a link is refused.
+        let g = Fixture::new();
+        fs::create_dir(g._tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(g._tmp.path().join("real"), &g.dir).unwrap();
+        assert!(Outbox::open_path(&g.dir, MIB).is_err());
     }
 
     #[test]
     fn full_outbox_drops_the_oldest_and_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
         let record = |_| vec![b'y'; 10_000];
         for _ in 0..300 {
             outbox.append(record).unwrap();
@@ -626,9 +851,13 @@ mod tests {
         assert_eq!(stats.dropped_total + outbox.depth() as u64, 300);
         let pending = outbox.pending_after(None, 1000);
         // The newest are kept, contiguous up to the last one.
-        assert_eq!(pending.last().unwrap().0, 299);
-        assert_eq!(pending.first().unwrap().0, 300 - pending.len() as u64);
-        let on_disk: u64 = segment_files(dir.path())
+        assert_eq!(pending.last().unwrap().0, base + 299);
+        assert_eq!(
+            pending.first().unwrap().0,
+            base + 300 - pending.len() as u64
+        );
+        let on_disk: u64 = f
+            .segments()
             .iter()
             .map(|p| fs::metadata(p).unwrap().len())
             .sum();
@@ -636,64 +865,29 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_records_are_skipped_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
-        for _ in 0..3 {
-            outbox.append(payload).unwrap();
-        }
-        drop(outbox);
-        let path = segment_files(dir.path()).pop().unwrap();
-        let mut data = fs::read(&path).unwrap();
-        // Flip a payload byte of the second record, then add a torn record at the end.
-        let first_len = RECORD_HEADER_BYTES + payload(0).len();
-        data[first_len + RECORD_HEADER_BYTES] ^= 0xff;
-        data.extend_from_slice(&[9, 0, 0]);
-        fs::write(&path, data).unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
-        let seqs: Vec<u64> = outbox.pending_after(None, 10).iter().map(|r| r.0).collect();
-        assert_eq!(seqs, [0, 2]);
-        assert_eq!(outbox.stats().corrupt_total, 2);
-        // Appends go to a fresh segment and stay readable.
-        assert_eq!(outbox.append(payload).unwrap(), 3);
-        drop(outbox);
-        let outbox = Outbox::open(dir.path(), MIB).unwrap();
-        assert_eq!(outbox.pending_after(Some(2), 10), vec![(3, payload(3))]);
-    }
-
-    #[test]
-    fn corrupt_ledger_is_rebuilt_from_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
-        for _ in 0..3 {
-            outbox.append(payload).unwrap();
-        }
-        drop(outbox);
-        fs::write(dir.path().join(LEDGER_FILE), b"garbage").unwrap();
-        let outbox = Outbox::open(dir.path(), MIB).unwrap();
-        assert_eq!(outbox.stats().corrupt_total, 1);
-        assert_eq!(outbox.depth(), 3);
-        assert_eq!(outbox.next_seq(), 3);
-    }
-
-    #[test]
     fn oversized_records_are_refused_without_using_a_sequence_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), MIB).unwrap();
+        let f = Fixture::new();
+        let mut outbox = f.open();
+        let base = outbox.next_seq();
         assert!(matches!(
             outbox.append(|_| vec![0; MAX_RECORD_BYTES + 1]),
             Err(OutboxError::RecordTooLarge(_))
         ));
-        assert_eq!(outbox.append(payload).unwrap(), 0);
+        assert_eq!(outbox.append(payload).unwrap(), base);
+        assert_eq!(outbox.stats().lost_total, 0);
     }
 
     #[test]
     fn record_encoding_round_trips() {
         let mut data = encode_record(42, b"hello");
         data.extend(encode_record(43, b""));
-        let parsed = parse_segment(&data);
+        let parsed = parse_segment(&data, 0..100);
         assert_eq!(parsed.records, vec![(42, b"hello".to_vec()), (43, vec![])]);
-        assert_eq!(parsed.corrupt, 0);
+        assert_eq!(parsed.damaged_bytes, 0);
+        assert!(
+            parse_segment(&data, 43..100).records.len() == 1,
+            "out of range"
+        );
         assert_eq!(decode_ledger(&encode_ledger(7, 5)), Some((7, 5)));
         assert_eq!(decode_ledger(&encode_ledger(5, 7)), None);
     }

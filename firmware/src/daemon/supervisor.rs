@@ -1,7 +1,6 @@
 //! The supervisor: status, stats, control requests (config/set, cmd), safe mode, the
 //! thermal guard and the privacy controller, around one running pipeline.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -13,14 +12,15 @@ use crate::daemon::build::Parts;
 use crate::daemon::config::{ConfigIssue, DaemonConfig, ValidatedConfig};
 use crate::daemon::fleet;
 use crate::daemon::fleet::{
-    BackendStatus, CmdAck, Command, ConfigAck, ControlRequest, ModelInfo, OutboxFigures,
-    PersistentState, RunState, StatsPayload, StatusPayload,
+    BackendStatus, CmdAck, Command, ConfigAck, ControlRequest, ModelInfo, OutboxFigures, RunState,
+    StatsPayload, StatusPayload,
 };
 use crate::daemon::metrics::memory_rss_bytes;
 use crate::daemon::publish::{lock_outbox, ReplyTopic, SharedOutbox, SinkError, SinkMessage};
-use crate::daemon::remote::accumulate_patch;
 use crate::daemon::running::Pipeline;
 use crate::daemon::running::PipelineEnd;
+use crate::daemon::state::{accumulate_patch, PersistentState};
+use crate::daemon::state_dir::StateDir;
 use crate::daemon::Metrics;
 use crate::daemon::SAFE_MODE_RETRY;
 use crate::daemon::THERMAL_POLL;
@@ -30,7 +30,9 @@ use crate::daemon::{DaemonError, Exit};
 pub(super) struct Supervisor {
     pub(super) config: ValidatedConfig,
     pub(super) persistent: PersistentState,
-    pub(super) state_dir: PathBuf,
+    pub(super) state_dir: StateDir,
+    /// Why the daemon is paused when it did not choose to be (a damaged state file).
+    pub(super) paused_reason: Option<String>,
     pub(super) outbox: SharedOutbox,
     pub(super) sink: SyncSender<SinkMessage>,
     pub(super) metrics: Arc<Metrics>,
@@ -57,13 +59,15 @@ impl Supervisor {
     pub(super) fn new(
         config: ValidatedConfig,
         persistent: PersistentState,
+        state_dir: StateDir,
         outbox: SharedOutbox,
         sink: SyncSender<SinkMessage>,
         started: Instant,
     ) -> Result<Supervisor, DaemonError> {
         Ok(Supervisor {
             persistent,
-            state_dir: config.config().state_dir.clone(),
+            state_dir,
+            paused_reason: None,
             outbox,
             sink,
             metrics: Arc::new(Metrics::new()),
@@ -223,12 +227,17 @@ impl Supervisor {
             min_group_size = c.policy.min_group_size.get(),
             "pipeline running"
         );
-        let state = if self.persistent.paused {
-            RunState::Paused
+        self.set_run_state()
+    }
+
+    /// Running, or paused (with the reason when the daemon did not choose to pause).
+    fn set_run_state(&mut self) -> Result<(), DaemonError> {
+        if self.persistent.paused {
+            let reason = self.paused_reason.clone();
+            self.set_state(RunState::Paused, reason)
         } else {
-            RunState::Running
-        };
-        self.set_state(state, None)
+            self.set_state(RunState::Running, None)
+        }
     }
 
     /// The thermal sampling-rate factor now (1 without a thermal guard).
@@ -287,14 +296,10 @@ impl Supervisor {
                         match next.save(&self.state_dir) {
                             Ok(()) => {
                                 self.persistent = next;
+                                self.paused_reason = None;
                                 if let Some(p) = &self.pipeline {
                                     p.set_paused(paused);
-                                    let state = if paused {
-                                        RunState::Paused
-                                    } else {
-                                        RunState::Running
-                                    };
-                                    self.set_state(state, None)?;
+                                    self.set_run_state()?;
                                 }
                                 tracing::info!(?command, "command carried out");
                                 CmdAck::ok(id, command)
@@ -375,6 +380,7 @@ impl Supervisor {
                 bytes: o.total_bytes(),
                 next_seq: o.next_seq(),
                 dropped_total: s.dropped_total,
+                lost_total: s.lost_total,
                 corrupt_total: s.corrupt_total,
             }
         };

@@ -53,7 +53,7 @@ impl StdoutSink {
                 }
                 Ok(SinkMessage::Shutdown { status, .. }) => {
                     self.drain()?;
-                    lock_outbox(&self.outbox).flush()?;
+                    lock_outbox(&self.outbox).flush();
                     return write_line(&status);
                 }
                 Ok(
@@ -62,13 +62,13 @@ impl StdoutSink {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.drain()?;
-                    lock_outbox(&self.outbox).flush()?;
+                    lock_outbox(&self.outbox).flush();
                     return Err(SinkError::Disconnected);
                 }
             }
             self.drain()?;
             if last_flush.elapsed() >= Duration::from_secs(1) {
-                lock_outbox(&self.outbox).flush()?;
+                lock_outbox(&self.outbox).flush();
                 last_flush = Instant::now();
             }
         }
@@ -83,7 +83,7 @@ impl StdoutSink {
             }
             for (seq, payload) in batch {
                 write_line(&payload)?;
-                lock_outbox(&self.outbox).ack(seq)?;
+                lock_outbox(&self.outbox).ack(seq);
             }
         }
     }
