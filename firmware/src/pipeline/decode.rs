@@ -14,7 +14,6 @@
 //! announces more than [`MAX_PIXELS`] pixels (or, for a camera frame, another size than the
 //! stream's) is refused before any pixel buffer is allocated.
 
-use std::io::Read;
 use std::path::Path;
 
 use image::RgbImage;
@@ -133,16 +132,15 @@ pub fn to_rgb(data: &[u8]) -> Result<RgbImage, DecodeError> {
 /// Reads and decodes an image file (at most [`MAX_FILE_BYTES`]); the caller names the file
 /// in its own error.
 pub fn file_to_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
-    let file = std::fs::File::open(path).map_err(DecodeError::Io)?;
-    let mut data = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut data)
-        .map_err(DecodeError::Io)?;
-    if data.len() as u64 > MAX_FILE_BYTES {
-        return Err(DecodeError::FileTooLarge {
-            limit: MAX_FILE_BYTES,
-        });
-    }
+    let data = crate::pipeline::files::read_capped(path, MAX_FILE_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            DecodeError::FileTooLarge {
+                limit: MAX_FILE_BYTES,
+            }
+        } else {
+            DecodeError::Io(e)
+        }
+    })?;
     to_rgb(&data)
 }
 

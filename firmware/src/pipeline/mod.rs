@@ -23,6 +23,7 @@ pub mod crop;
 pub mod decode;
 pub mod detect;
 pub mod error;
+pub mod files;
 pub mod frame;
 pub mod model;
 pub mod preprocess;

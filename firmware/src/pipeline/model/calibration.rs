@@ -77,6 +77,9 @@ pub fn bundle_hash(bundle: &Bundle) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
+/// The largest calibration file read.
+pub const MAX_CALIBRATION_BYTES: u64 = 1 << 20;
+
 /// Clips per class of one split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,16 +147,18 @@ pub enum CalibrationError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not JSON of the calibration's structure.
-    #[error("{} is not a valid calibration file: at {field}: {source}", path.display())]
+    /// The file is not JSON of the calibration's structure. The message names the place,
+    /// never the file's content (it may be any file).
+    #[error("{} is not a valid calibration file: {what} (line {line}, column {column})", path.display())]
     Json {
         /// The file.
         path: PathBuf,
-        /// Where in the document the error is (`.` for the top level).
-        field: String,
-        /// The parser's error (line and column included).
-        #[source]
-        source: serde_json::Error,
+        /// `not JSON` or `not a calibration`.
+        what: &'static str,
+        /// Line of the error.
+        line: usize,
+        /// Column of the error.
+        column: usize,
     },
     /// The file's schema version is not the one this firmware reads.
     #[error("{} has schema_version {found}; this firmware reads schema_version {supported}", path.display())]
@@ -199,11 +204,16 @@ impl Calibration {
     /// Reads `path`, checks its schema version and parameters, and refuses it unless it was
     /// fitted for `bundle` (same `model_id` and [`bundle_hash`]).
     pub fn load(path: impl AsRef<Path>, bundle: &Bundle) -> Result<Calibration, CalibrationError> {
+        // A calibration is a few hundred bytes; the cap refuses a wrong file (/dev/zero) early.
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| CalibrationError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let data =
+            crate::pipeline::files::read_capped(path, MAX_CALIBRATION_BYTES).map_err(|source| {
+                CalibrationError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        let text = String::from_utf8_lossy(&data);
         let calibration = Self::from_json(&text, path)?;
         calibration.check_bundle(bundle, path)?;
         Ok(calibration)
@@ -211,15 +221,19 @@ impl Calibration {
 
     /// Parses and checks a calibration (everything but the bundle); `path` names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Calibration, CalibrationError> {
-        let json_error = |field: String, source| CalibrationError::Json {
+        let json_error = |e: serde_json::Error| CalibrationError::Json {
             path: path.to_owned(),
-            field,
-            source,
+            what: if e.is_data() {
+                "not a calibration"
+            } else {
+                "not JSON"
+            },
+            line: e.line(),
+            column: e.column(),
         };
         // The schema version first, so that a future format is reported as such rather than
         // as an unknown field.
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| json_error(".".to_owned(), e))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(json_error)?;
         if let Some(found) = value
             .get("schema_version")
             .and_then(serde_json::Value::as_u64)
@@ -232,8 +246,8 @@ impl Calibration {
                 });
             }
         }
-        let calibration: Calibration = serde_path_to_error::deserialize(value)
-            .map_err(|e| json_error(e.path().to_string(), e.into_inner()))?;
+        // From the text again, so that the error has a line and a column.
+        let calibration: Calibration = serde_json::from_str(text).map_err(json_error)?;
         calibration.check_values(path)?;
         Ok(calibration)
     }
@@ -438,7 +452,7 @@ mod tests {
         value["class_offsets"] = serde_json::json!([0.0, 1.0]);
         let err = Calibration::from_json(&value.to_string(), path).unwrap_err();
         assert!(
-            matches!(&err, CalibrationError::Json { field, .. } if field == "class_offsets"),
+            matches!(&err, CalibrationError::Json { line, .. } if *line > 0),
             "{err}"
         );
 
@@ -461,9 +475,30 @@ mod tests {
 
         value["schema_version"] = serde_json::json!(1);
         let err = Calibration::from_json(&value.to_string(), path).unwrap_err();
-        assert!(err.to_string().contains("new_field"), "{err}");
+        // The place of the error, never the file's content: an unknown key or a value there
+        // may be a secret of whatever file the path names.
+        let message = err.to_string();
+        assert!(
+            message.contains("not a calibration") && !message.contains("new_field"),
+            "{message}"
+        );
+        value["temperature"] = serde_json::json!("hunter2");
+        let message = Calibration::from_json(&value.to_string(), path)
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("hunter2"), "{message}");
 
         let err = Calibration::from_json("{", path).unwrap_err();
         assert!(matches!(err, CalibrationError::Json { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_after_the_cap() {
+        let bundle = crate::pipeline::model::bundle::Bundle::load(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bundle"),
+        )
+        .unwrap();
+        let err = Calibration::load("/dev/zero", &bundle).unwrap_err();
+        assert!(matches!(err, CalibrationError::Io { .. }), "{err}");
     }
 }

@@ -25,6 +25,9 @@ use crate::pipeline::frame::Frame;
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
+/// The largest face box file read.
+pub const MAX_ANNOTATIONS_BYTES: u64 = 64 << 20;
+
 /// The frames of one clip directory, in file name order.
 #[derive(Debug)]
 pub struct FrameDirSource {
@@ -70,14 +73,18 @@ impl FrameDirSource {
     /// Reads the face boxes of this clip from the JSON file `path` (format in the module
     /// docs); every frame delivered afterwards carries annotations.
     pub fn with_annotations(mut self, path: &Path) -> Result<Self, SourceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SourceError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let data =
+            crate::pipeline::files::read_capped(path, MAX_ANNOTATIONS_BYTES).map_err(|source| {
+                SourceError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let parsed: BTreeMap<String, Vec<[f32; 4]>> =
-            serde_json::from_str(&text).map_err(|source| SourceError::AnnotationsJson {
+            serde_json::from_slice(&data).map_err(|e| SourceError::AnnotationsJson {
                 path: path.to_path_buf(),
-                source,
+                line: e.line(),
+                column: e.column(),
             })?;
         let mut boxes = vec![Vec::new(); self.files.len()];
         for (name, frame_boxes) in parsed {

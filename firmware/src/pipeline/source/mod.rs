@@ -77,14 +77,15 @@ pub enum SourceError {
         #[source]
         source: crate::pipeline::decode::DecodeError,
     },
-    /// A face box file is not the expected JSON.
-    #[error("{} is not a face box file ({{\"frame file name\": [[left, top, right, bottom], ...]}}): {source}", path.display())]
+    /// A face box file is not the expected JSON (the place is named, never the content).
+    #[error("{} is not a face box file ({{\"frame file name\": [[left, top, right, bottom], ...]}}): error at line {line}, column {column}", path.display())]
     AnnotationsJson {
         /// The face box file.
         path: PathBuf,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
+        /// Line of the error.
+        line: usize,
+        /// Column of the error.
+        column: usize,
     },
     /// A face box file names a frame that is not in the clip directory.
     #[error("{} has boxes for {name:?}, which is not an image file of {}", path.display(), dir.display())]

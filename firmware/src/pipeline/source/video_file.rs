@@ -88,17 +88,24 @@ impl VideoFileSource {
         let path = path.into();
         let stream = probe(&path, tools, false)?;
         let (width, height) = match (stream.width, stream.height) {
-            (Some(w), Some(h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => {
+            (Some(w), Some(h))
+                if (1..=MAX_SIDE).contains(&w)
+                    && (1..=MAX_SIDE).contains(&h)
+                    && u64::from(w) * u64::from(h) <= crate::pipeline::decode::MAX_PIXELS =>
+            {
                 (w, h)
             }
             (w, h) => {
                 return Err(video_error(
                     &path,
-                    format!("its video stream reports an unusable size {w:?}x{h:?}"),
+                    format!(
+                        "its video stream reports an unusable size {w:?}x{h:?} (at most {} pixels)",
+                        crate::pipeline::decode::MAX_PIXELS
+                    ),
                 ))
             }
         };
-        let mut child = Command::new(&tools.ffmpeg)
+        let mut child = child_command(&tools.ffmpeg)
             .args([
                 "-nostdin",
                 "-hide_banner",
@@ -182,16 +189,16 @@ impl VideoFileSource {
         if status.success() {
             Ok(())
         } else {
+            log_child_stderr(
+                "ffmpeg",
+                &self.path,
+                &self.stderr.lock().unwrap_or_else(|e| e.into_inner()),
+            );
             Err(video_error(
                 &self.path,
-                format!("ffmpeg failed ({status}): {}", self.stderr_text()),
+                format!("ffmpeg failed ({status}; its messages are in the daemon's log)"),
             ))
         }
-    }
-
-    fn stderr_text(&self) -> String {
-        let kept = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&kept).trim().to_owned()
     }
 }
 
@@ -253,6 +260,30 @@ impl Drop for VideoFileSource {
     }
 }
 
+/// A decoder child: the program with a minimal environment (`PATH` only, so that no secret
+/// of the daemon's environment reaches it) and no stdin.
+fn child_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .stdin(Stdio::null());
+    command
+}
+
+/// A child's messages go to the daemon's log, printable characters only, never into an
+/// error (errors reach acks and status).
+fn log_child_stderr(program: &str, path: &Path, stderr: &[u8]) {
+    let text: String = String::from_utf8_lossy(stderr)
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect();
+    tracing::warn!(program, path = %path.display(), stderr = %text.trim(), "decoder failed");
+}
+
 fn video_error(path: &Path, reason: String) -> SourceError {
     SourceError::Video {
         path: path.to_owned(),
@@ -272,7 +303,7 @@ fn probe(path: &Path, tools: &FfmpegTools, count: bool) -> Result<ProbeStream, S
     } else {
         "stream=width,height"
     };
-    let mut command = Command::new(&tools.ffprobe);
+    let mut command = child_command(&tools.ffprobe);
     command.args(["-v", "error", "-select_streams", "v:0"]);
     if count {
         command.arg("-count_packets");
@@ -287,14 +318,25 @@ fn probe(path: &Path, tools: &FfmpegTools, count: bool) -> Result<ProbeStream, S
             source,
         })?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        log_child_stderr("ffprobe", path, &output.stderr);
         return Err(video_error(
             path,
-            format!("ffprobe cannot read it: {}", stderr.trim()),
+            format!(
+                "ffprobe cannot read it ({}; its messages are in the daemon's log)",
+                output.status
+            ),
         ));
     }
-    let probe: Probe = serde_json::from_slice(&output.stdout)
-        .map_err(|e| video_error(path, format!("unexpected ffprobe output: {e}")))?;
+    let probe: Probe = serde_json::from_slice(&output.stdout).map_err(|e| {
+        video_error(
+            path,
+            format!(
+                "unexpected ffprobe output (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
     probe
         .streams
         .into_iter()
