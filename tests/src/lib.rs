@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -257,7 +257,7 @@ impl Subscriber {
         );
         options.set_clean_session(false);
         options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(1 << 20, 1 << 20);
+        options.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut connection) = Client::new(options, 64);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(Mutex::new(false));
@@ -343,10 +343,53 @@ impl Subscriber {
 
     /// Publishes `payload` on `topic` (QoS 1, not retained).
     pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.publish_with(topic, payload, false);
+    }
+
+    /// Publishes `payload` on `topic` (QoS 1), retained or not.
+    pub fn publish_with(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
             .expect("queue a test publish");
     }
+}
+
+/// The topic prefix of the device every test configures (`config_toml`).
+pub const PREFIX: &str = "caer/e2e/dev-1";
+
+/// Publishes `payload` on `<prefix>/<on>` and returns the next ack on `<prefix>/<ack_topic>`
+/// (acks come in request order), checking that it carries `id`.
+pub fn request(
+    subscriber: &Subscriber,
+    on: &str,
+    ack_topic: &str,
+    payload: String,
+    id: Option<&str>,
+) -> Value {
+    let topic = format!("{PREFIX}/{ack_topic}");
+    let before = subscriber.on(&format!("/{ack_topic}")).len();
+    subscriber.publish(&format!("{PREFIX}/{on}"), payload.clone());
+    let found = subscriber.wait_for(
+        Duration::from_secs(15),
+        &format!("{ack_topic} for {payload:.60}"),
+        |m| m.iter().filter(|m| m.topic == topic).count() > before,
+    );
+    let ack = found
+        .iter()
+        .filter(|m| m.topic == topic)
+        .nth(before)
+        .map(Message::json)
+        .unwrap();
+    assert_eq!(ack["id"], json!(id), "ack for {payload:.60}: {ack}");
+    ack
+}
+
+pub fn latest_status(subscriber: &Subscriber) -> Value {
+    subscriber
+        .on("/status")
+        .last()
+        .map(Message::json)
+        .unwrap_or(Value::Null)
 }
 
 /// Sequence numbers of the engagement records among `messages`: (unique, duplicates).

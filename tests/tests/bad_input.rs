@@ -5,11 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use caer_e2e::{config_toml, Broker, Daemon, Message, Schemas, Subscriber};
+use caer_e2e::{config_toml, latest_status, request, Broker, Daemon, Schemas, Subscriber};
 use serde_json::{json, Value};
 
 const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
-const PREFIX: &str = "caer/e2e/dev-1";
 
 fn write_config(dir: &Path, broker_url: Option<&str>, model_policy: &str) -> std::path::PathBuf {
     let source = "[source]\nkind = \"generated\"\nfps = 10.0\n[source.generated]\nwidth = 160\nheight = 120\nstudents = 4";
@@ -21,41 +20,6 @@ fn write_config(dir: &Path, broker_url: Option<&str>, model_policy: &str) -> std
     )
     .unwrap();
     path
-}
-
-/// Publishes `payload` on `<prefix>/<on>` and returns the next ack on `<prefix>/<ack_topic>`
-/// (acks come in request order), checking that it carries `id`.
-fn request(
-    subscriber: &Subscriber,
-    on: &str,
-    ack_topic: &str,
-    payload: String,
-    id: Option<&str>,
-) -> Value {
-    let topic = format!("{PREFIX}/{ack_topic}");
-    let before = subscriber.on(&format!("/{ack_topic}")).len();
-    subscriber.publish(&format!("{PREFIX}/{on}"), payload.clone());
-    let found = subscriber.wait_for(
-        Duration::from_secs(15),
-        &format!("{ack_topic} for {payload:.60}"),
-        |m| m.iter().filter(|m| m.topic == topic).count() > before,
-    );
-    let ack = found
-        .iter()
-        .filter(|m| m.topic == topic)
-        .nth(before)
-        .map(Message::json)
-        .unwrap();
-    assert_eq!(ack["id"], json!(id), "ack for {payload:.60}: {ack}");
-    ack
-}
-
-fn latest_status(subscriber: &Subscriber) -> Value {
-    subscriber
-        .on("/status")
-        .last()
-        .map(Message::json)
-        .unwrap_or(Value::Null)
 }
 
 #[test]

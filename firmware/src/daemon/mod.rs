@@ -171,7 +171,7 @@ pub fn run(
             return sink.join(None);
         }
         if let Some(request) = control_rx_recv(&control_rx, TICK) {
-            supervisor.handle_control(request)?;
+            supervisor.handle_controls(request, &control_rx)?;
         }
         if let Some(exit) = supervisor.step()? {
             break exit;

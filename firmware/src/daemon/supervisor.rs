@@ -2,7 +2,7 @@
 //! thermal guard and the privacy controller, around one running pipeline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +26,9 @@ use crate::daemon::SAFE_MODE_RETRY;
 use crate::daemon::THERMAL_POLL;
 use crate::daemon::{DaemonError, Exit};
 
+/// What became of one remote change: applied, or the reasons it was not.
+pub(super) type RemoteResult = (Option<String>, Result<(), Vec<ConfigIssue>>);
+
 /// The supervisor's view of the daemon.
 pub(super) struct Supervisor {
     pub(super) config: ValidatedConfig,
@@ -33,6 +36,8 @@ pub(super) struct Supervisor {
     pub(super) state_dir: StateDir,
     /// Why the daemon is paused when it did not choose to be (a damaged state file).
     pub(super) paused_reason: Option<String>,
+    /// When the last remote change was applied (the rate limit).
+    pub(super) last_remote_change: Option<Instant>,
     pub(super) outbox: SharedOutbox,
     pub(super) sink: SyncSender<SinkMessage>,
     pub(super) metrics: Arc<Metrics>,
@@ -68,6 +73,7 @@ impl Supervisor {
             persistent,
             state_dir,
             paused_reason: None,
+            last_remote_change: None,
             outbox,
             sink,
             metrics: Arc::new(Metrics::new()),
@@ -185,13 +191,11 @@ impl Supervisor {
         })
     }
 
+    /// Hands an ack to the sink. Waits while its channel is full (the sink drains it within
+    /// a tick, and never waits on the supervisor): every request gets its answer.
     pub(super) fn reply(&self, topic: ReplyTopic, payload: Vec<u8>) {
-        if self
-            .sink
-            .try_send(SinkMessage::Reply(topic, payload))
-            .is_err()
-        {
-            tracing::warn!("sink busy; a control reply was dropped");
+        if self.sink.send(SinkMessage::Reply(topic, payload)).is_err() {
+            tracing::warn!("the sink is gone; a control reply was dropped");
         }
     }
 
@@ -271,11 +275,24 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn handle_control(&mut self, request: ControlRequest) -> Result<(), DaemonError> {
-        match request {
-            ControlRequest::SetConfig { id, patch } => {
-                let ack = self.apply_remote(&patch)?;
-                let ack = match ack {
+    /// Handles `first` and every control request already waiting behind it: commands in
+    /// order, configuration changes coalesced into one (see [`Supervisor::apply_remote`]).
+    pub(super) fn handle_controls(
+        &mut self,
+        first: ControlRequest,
+        waiting: &Receiver<ControlRequest>,
+    ) -> Result<(), DaemonError> {
+        let mut changes = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take().or_else(|| waiting.try_recv().ok()) {
+            match request {
+                ControlRequest::SetConfig { id, patch } => changes.push((id, patch)),
+                ControlRequest::Command { id, command } => self.handle_command(id, command)?,
+            }
+        }
+        if !changes.is_empty() {
+            for (id, result) in self.apply_remote(changes)? {
+                let ack = match result {
                     Ok(()) => ConfigAck::ok(id),
                     Err(errors) => {
                         tracing::warn!(errors = ?errors, "remote configuration change rejected");
@@ -287,74 +304,122 @@ impl Supervisor {
                     serde_json::to_vec(&ack).expect("acks serialise"),
                 );
             }
-            ControlRequest::Command { id, command } => {
-                let ack = match command {
-                    Command::Pause | Command::Resume => {
-                        let paused = command == Command::Pause;
-                        let mut next = self.persistent.clone();
-                        next.paused = paused;
-                        match next.save(&self.state_dir) {
-                            Ok(()) => {
-                                self.persistent = next;
-                                self.paused_reason = None;
-                                if let Some(p) = &self.pipeline {
-                                    p.set_paused(paused);
-                                    self.set_run_state()?;
-                                }
-                                tracing::info!(?command, "command carried out");
-                                CmdAck::ok(id, command)
-                            }
-                            Err(e) => {
-                                CmdAck::error(id, Some(command), vec![issue("", e.to_string())])
-                            }
-                        }
-                    }
-                    Command::Identify => {
-                        let d = &self.config.config().device;
-                        tracing::warn!(site = %d.site, room = %d.room, device = %d.id, "identify: this is the device");
-                        CmdAck::ok(id, command)
-                    }
-                };
-                self.reply(
-                    ReplyTopic::CmdAck,
-                    serde_json::to_vec(&ack).expect("acks serialise"),
-                );
-            }
         }
         Ok(())
     }
 
+    fn handle_command(&mut self, id: Option<String>, command: Command) -> Result<(), DaemonError> {
+        let ack = match command {
+            Command::Pause | Command::Resume => {
+                let paused = command == Command::Pause;
+                let mut next = self.persistent.clone();
+                next.paused = paused;
+                match next.save(&self.state_dir) {
+                    Ok(()) => {
+                        self.persistent = next;
+                        self.paused_reason = None;
+                        if let Some(p) = &self.pipeline {
+                            p.set_paused(paused);
+                            self.set_run_state()?;
+                        }
+                        tracing::info!(?command, "command carried out");
+                        CmdAck::ok(id, command)
+                    }
+                    Err(e) => CmdAck::error(id, Some(command), vec![issue("", e.to_string())]),
+                }
+            }
+            Command::Identify => {
+                let d = &self.config.config().device;
+                tracing::warn!(site = %d.site, room = %d.room, device = %d.id, "identify: this is the device");
+                CmdAck::ok(id, command)
+            }
+        };
+        self.reply(
+            ReplyTopic::CmdAck,
+            serde_json::to_vec(&ack).expect("acks serialise"),
+        );
+        Ok(())
+    }
+
     /// Validates, builds, persists and swaps in a remote change (all or nothing).
+    /// Validates, builds, persists and swaps in remote changes that arrived together, as
+    /// one: each change is validated on top of the ones before it (a refused one is left
+    /// out, with its reasons), and the pipeline is rebuilt once for all that were accepted
+    /// (all or nothing from there). At most one rebuild per `remote.min_change_interval_secs`:
+    /// changes sooner are refused, saying when to retry. One result per change, in order.
     pub(super) fn apply_remote(
         &mut self,
-        patch: &serde_json::Value,
-    ) -> Result<Result<(), Vec<ConfigIssue>>, DaemonError> {
-        let validated = match self.config.merge_remote(patch) {
-            Ok(v) => v,
-            Err(errors) => return Ok(Err(errors.0)),
+        changes: Vec<(Option<String>, serde_json::Value)>,
+    ) -> Result<Vec<RemoteResult>, DaemonError> {
+        let interval = Duration::from_secs(self.config.config().remote.min_change_interval_secs);
+        if let Some(wait) = self
+            .last_remote_change
+            .map(|t| interval.saturating_sub(t.elapsed()))
+            .filter(|w| !w.is_zero())
+        {
+            let reason = format!(
+                "too many changes: one was applied less than {}s ago; retry in {}s",
+                interval.as_secs(),
+                wait.as_secs().max(1)
+            );
+            return Ok(changes
+                .into_iter()
+                .map(|(id, _)| (id, Err(vec![issue("", reason.clone())])))
+                .collect());
+        }
+        let mut results = Vec::with_capacity(changes.len());
+        let mut validated = self.config.clone();
+        let mut accepted = Vec::new();
+        let mut merged: Option<serde_json::Value> = None;
+        for (id, patch) in changes {
+            match validated.merge_remote(&patch) {
+                Ok(v) => {
+                    validated = v;
+                    accepted.push(results.len());
+                    results.push((id, Ok(())));
+                    accumulate_patch(merged.get_or_insert_with(|| serde_json::json!({})), &patch);
+                }
+                Err(errors) => results.push((id, Err(errors.0))),
+            }
+        }
+        let Some(patch) = merged else {
+            return Ok(results);
+        };
+        let fail = |results: &mut Vec<RemoteResult>, reason: String| {
+            for &i in &accepted {
+                results[i].1 = Err(vec![issue("", reason.clone())]);
+            }
         };
         let parts = match build_parts(&validated) {
             Ok(parts) => parts,
-            Err(e) => return Ok(Err(vec![issue("", format!("valid, but cannot run: {e}"))])),
+            Err(e) => {
+                fail(&mut results, format!("valid, but cannot run: {e}"));
+                return Ok(results);
+            }
         };
         let mut next = self.persistent.clone();
         let mut acc = next
             .remote_config
             .take()
             .unwrap_or_else(|| serde_json::json!({}));
-        accumulate_patch(&mut acc, patch);
+        accumulate_patch(&mut acc, &patch);
         next.remote_config = Some(acc);
         if let Err(e) = next.save(&self.state_dir) {
-            return Ok(Err(vec![issue("", format!("cannot save the change: {e}"))]));
+            fail(&mut results, format!("cannot save the change: {e}"));
+            return Ok(results);
         }
         self.persistent = next;
         if let Some(PipelineEnd::Failed(reason)) = self.stop_pipeline()? {
             tracing::warn!(%reason, "the previous pipeline had failed");
         }
         self.config = validated;
-        tracing::info!("remote configuration change applied");
+        self.last_remote_change = Some(Instant::now());
+        tracing::info!(
+            changes = accepted.len(),
+            "remote configuration change applied"
+        );
         self.launch(parts)?;
-        Ok(Ok(()))
+        Ok(results)
     }
 
     pub(super) fn send_stats(&mut self) -> Result<(), DaemonError> {

@@ -518,4 +518,16 @@ mod tests {
             "ffmpeg {pid} still running"
         );
     }
+
+    #[test]
+    fn decoder_children_get_path_and_nothing_else() {
+        // The daemon's own environment (here: the test runner's, HOME and all) stays out.
+        let output = child_command(Path::new("env")).output().expect("run env");
+        let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("PATH="), "{lines:?}");
+    }
 }

@@ -50,11 +50,13 @@ use crate::daemon::fleet::{self, CmdAck, ConfigAck, ControlRequest, Rejected};
 
 /// QoS 1 control messages (status, acks) allowed in flight besides records.
 const CONTROL_SLOTS: usize = 8;
-/// Replies kept while disconnected; older ones are dropped.
-const MAX_QUEUED_REPLIES: usize = 32;
-/// Largest incoming packet rumqttc accepts; larger ones end the connection. Payloads above
-/// [`fleet::MAX_CONTROL_BYTES`] but below this get an error ack.
-const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Replies waiting to be sent (while disconnected, or a flood of requests); older ones are
+/// dropped beyond this (acks are small: at most a few hundred KiB).
+const MAX_QUEUED_REPLIES: usize = 256;
+/// Largest incoming packet rumqttc accepts; larger ones end the connection (limit them at the
+/// broker: docs/remote-config.md). Payloads above [`fleet::MAX_CONTROL_BYTES`] but below this
+/// get an error ack and the connection stays.
+const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
 /// Largest outgoing packet.
 const MAX_OUTGOING_PACKET: usize = 256 * 1024;
 
@@ -298,14 +300,17 @@ impl MqttSink {
                 );
             }
             Event::Incoming(Packet::Publish(publish)) => {
-                self.on_control(&publish.topic, &publish.payload)
+                self.on_control(&publish.topic, &publish.payload, publish.retain)
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn on_control(&mut self, topic: &str, payload: &[u8]) {
+    /// A `config/set` or `cmd` message: checked, then handed to the supervisor, or refused
+    /// with an ack. A retained one is refused (and never applied): it would be applied again
+    /// at every connection and every start, undoing later changes.
+    fn on_control(&mut self, topic: &str, payload: &[u8], retained: bool) {
         let topics = &self.settings.topics;
         let (parsed, reply_topic) = if topic == topics.config_set() {
             (fleet::parse_config_set(payload), ReplyTopic::ConfigAck)
@@ -315,6 +320,11 @@ impl MqttSink {
             return;
         };
         let rejected = match parsed {
+            Ok(request) if retained => rejection(
+                &request,
+                "retained control messages are refused: publish it without the retain flag \
+                 (and clear the retained one with an empty retained message)",
+            ),
             Ok(request) => match self.control.try_send(request) {
                 Ok(()) => return,
                 Err(TrySendError::Full(request)) => {
