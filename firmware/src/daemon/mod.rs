@@ -53,6 +53,9 @@ mod metrics;
 mod running;
 mod supervisor;
 
+#[cfg(test)]
+mod proptests;
+
 pub use error::{BuildError, DaemonError, PipelineError};
 pub use metrics::Metrics;
 

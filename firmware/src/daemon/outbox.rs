@@ -891,4 +891,48 @@ mod tests {
         assert_eq!(decode_ledger(&encode_ledger(7, 5)), Some((7, 5)));
         assert_eq!(decode_ledger(&encode_ledger(5, 7)), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever bytes a segment holds, reading it never panics, finds only records in
+        /// its range, and finds every record that no damage touched.
+        #[test]
+        fn damaged_segments_yield_only_intact_records(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 1..12),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1u8..=255), 0..4),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let first = 1_000u64;
+            let mut data = Vec::new();
+            let mut spans = Vec::new();
+            for (k, payload) in payloads.iter().enumerate() {
+                let start = data.len();
+                data.extend(encode_record(first + k as u64, payload));
+                spans.push(start..data.len());
+            }
+            let mut touched = vec![false; payloads.len()];
+            for (at, mask) in &flips {
+                let at = at % data.len();
+                data[at] ^= mask;
+                if let Some(k) = spans.iter().position(|r| r.contains(&at)) {
+                    touched[k] = true;
+                }
+            }
+            data.extend(&garbage);
+            let parsed = parse_segment(&data, first..first + payloads.len() as u64);
+            for (seq, payload) in &parsed.records {
+                let k = (seq - first) as usize;
+                proptest::prop_assert_eq!(payload, &payloads[k]);
+            }
+            for (k, hit) in touched.iter().enumerate() {
+                if !hit {
+                    proptest::prop_assert!(
+                        parsed.records.iter().any(|(seq, _)| *seq == first + k as u64),
+                        "intact record {} not found", k
+                    );
+                }
+            }
+        }
+    }
 }
