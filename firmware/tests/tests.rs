@@ -2,5 +2,6 @@
 
 mod backends;
 mod detect;
+mod e2e;
 mod golden;
 mod parity;

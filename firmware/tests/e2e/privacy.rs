@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use caer_e2e::{
+use super::util::{
     config_toml, engagement_seqs, find_program, write_classroom, write_group_photo_video, Broker,
-    Daemon, Subscriber,
+    Daemon, Subscriber, CAERD,
 };
 use serde_json::json;
-
-const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
 
 /// The paths named by a syscall's arguments as `strace -y` prints them: quoted names, each
 /// resolved against the directory fd before it (`4</state/outbox>, "ledger.tmp"`); a

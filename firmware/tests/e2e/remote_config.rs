@@ -16,12 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use caer_e2e::{
-    config_toml, engagement_seqs, latest_status, request, Broker, Daemon, Subscriber, PREFIX,
+use super::util::{
+    config_toml, engagement_seqs, latest_status, request, Broker, Daemon, Subscriber, CAERD, PREFIX,
 };
 use serde_json::{json, Value};
-
-const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
 
 const SOURCE: &str = "[source]\nkind = \"generated\"\nfps = 10.0\n[source.generated]\nwidth = 160\nheight = 120\nstudents = 4";
 
@@ -170,7 +168,6 @@ fn remote_changes_reach_no_program_file_or_exit_and_fit_the_memory_budget() {
     );
     assert_eq!(ack["ok"], true, "{ack}");
     wait_running(&subscriber);
-    std::thread::sleep(Duration::from_millis(300));
     assert!(daemon.is_running(), "{}", daemon.stderr());
     assert!(!marker.exists(), "a remotely named program ran");
     let kept = std::fs::read_to_string(dir.path().join("state/state.json")).unwrap();
@@ -393,7 +390,9 @@ fn planted_links_damaged_state_and_odd_outbox_entries() {
     let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
     let status = daemon.wait(Duration::from_secs(30));
     assert!(!status.success(), "a linked outbox must stop the start");
-    assert!(daemon.stderr().contains("outbox"), "{}", daemon.stderr());
+    // The refusal names the path at fault, so an operator can find it.
+    let named = outbox.display().to_string();
+    assert!(daemon.stderr().contains(&named), "{}", daemon.stderr());
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
 
@@ -401,7 +400,7 @@ fn planted_links_damaged_state_and_odd_outbox_entries() {
 /// before the start; a file `release` (outside) frees the space.
 #[test]
 fn a_full_disk_loses_counted_intervals_and_never_the_daemon() {
-    let Some(unshare) = caer_e2e::find_program("unshare") else {
+    let Some(unshare) = super::util::find_program("unshare") else {
         panic!("this test needs unshare (util-linux)");
     };
     let broker = Broker::start();

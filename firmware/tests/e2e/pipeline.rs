@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use caer_e2e::{
-    config_toml, engagement_seqs, write_classroom, write_group_photo_video, Broker, Daemon,
-    Schemas, Subscriber,
-};
+use serde_json::Value;
 
-const CAERD: &str = env!("CARGO_BIN_EXE_caerd-e2e");
+use super::util::{
+    config_toml, engagement_seqs, recorded_seqs, wait_for_ledger, write_classroom,
+    write_group_photo_video, Broker, Daemon, Schemas, Subscriber, CAERD,
+};
 
 /// `students` faces sitting still in every one of `frames` frames, at 20 frames per
 /// second, every frame sampled, results every 4 samples, 1 s intervals.
@@ -52,6 +52,7 @@ fn frames_to_subscriber_counts_match_the_frames_and_payloads_match_the_schemas()
         "[policy]\nprofile = \"fine\"\nmin_group_size = 5",
     );
     let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+    let first = wait_for_ledger(&dir.path().join("state"));
     // A finite frame directory: caerd records the last interval, delivers, and exits 0.
     let status = daemon.wait(Duration::from_secs(90));
     assert!(
@@ -59,7 +60,7 @@ fn frames_to_subscriber_counts_match_the_frames_and_payloads_match_the_schemas()
         "caerd failed: {status}\n{}",
         daemon.stderr()
     );
-    let recorded = daemon.recorded_seqs();
+    let recorded = recorded_seqs(&dir.path().join("state"), first);
     let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
         engagement_seqs(m).0 == recorded
     });
@@ -184,13 +185,14 @@ fn fewer_students_than_k_publish_only_suppressed_records() {
         "[policy]\nprofile = \"coarse\"\nmin_group_size = 4",
     );
     let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+    let first = wait_for_ledger(&dir.path().join("state"));
     let status = daemon.wait(Duration::from_secs(90));
     assert!(
         status.success(),
         "caerd failed: {status}\n{}",
         daemon.stderr()
     );
-    let recorded = daemon.recorded_seqs();
+    let recorded = recorded_seqs(&dir.path().join("state"), first);
     assert!(!recorded.is_empty());
     let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
         engagement_seqs(m).0 == recorded
@@ -216,12 +218,13 @@ fn coarse_and_presence_profiles_publish_only_what_they_allow() {
         let policy = format!("[policy]\nprofile = \"{profile}\"\nmin_group_size = {min_group}");
         let config = classroom_config(dir.path(), &broker, 4, 60, &policy);
         let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+        let first = wait_for_ledger(&dir.path().join("state"));
         assert!(
             daemon.wait(Duration::from_secs(90)).success(),
             "{}",
             daemon.stderr()
         );
-        let recorded = daemon.recorded_seqs().len();
+        let recorded = recorded_seqs(&dir.path().join("state"), first).len();
         let records: Vec<_> = subscriber
             .wait_for(Duration::from_secs(10), "the run's records", |m| {
                 m.iter()
@@ -255,12 +258,21 @@ fn coarse_and_presence_profiles_publish_only_what_they_allow() {
             }
         }
         if profile == "presence" {
-            // No model was loaded at all.
-            assert!(
-                daemon.stderr().contains("model=\"none\""),
-                "{}",
-                daemon.stderr()
-            );
+            // No model was loaded at all: the run's status names none.
+            let statuses: Vec<Value> = subscriber
+                .on("/status")
+                .iter()
+                .map(|m| m.json())
+                .filter(|s| s["profile"] == "presence" && s["state"] == "running")
+                .collect();
+            assert!(!statuses.is_empty());
+            for s in statuses {
+                assert_eq!(
+                    (&s["model"], &s["backend"]),
+                    (&Value::Null, &Value::Null),
+                    "{s}"
+                );
+            }
         }
     }
 }
@@ -297,13 +309,14 @@ fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
     )
     .unwrap();
     let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
+    let first = wait_for_ledger(&dir.path().join("state"));
     let status = daemon.wait(Duration::from_secs(180));
     assert!(
         status.success(),
         "caerd failed: {status}\n{}",
         daemon.stderr()
     );
-    let recorded = daemon.recorded_seqs();
+    let recorded = recorded_seqs(&dir.path().join("state"), first);
     let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
         engagement_seqs(m).0 == recorded
     });

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `caerd` binary against a real mosquitto, real files, and (for the
+//! privacy test) strace; each test starts what it needs in its own temporary directory.
+
+mod bad_input;
+mod outage;
+mod pipeline;
+mod privacy;
+mod remote_config;
+mod util;
