@@ -3,7 +3,7 @@
 //! A sink runs on its own thread and owns the way out: [`mqtt::MqttSink`] (a broker) or
 //! [`stdout::StdoutSink`] (JSON lines, when no broker is configured). Both take the same
 //! [`SinkMessage`]s from one bounded channel and drain the same on-disk
-//! [`Outbox`](crate::daemon::outbox::Outbox): engagement records are published from the outbox and
+//! [`Outbox`]: engagement records are published from the outbox and
 //! removed from it only once delivered (a PUBACK, or a completed write to stdout). Status,
 //! stats and acks are not kept on disk: status is re-sent on every connection, stats are
 //! periodic, acks are best-effort answers.
@@ -59,13 +59,9 @@ pub enum SinkMessage {
         /// The final status payload (JSON), e.g. `offline`.
         status: Vec<u8>,
     },
-    /// An event of the MQTT connection thread of connection `epoch` (MQTT sink only).
-    Mqtt {
-        /// Which connection the event belongs to.
-        epoch: u64,
-        /// The event.
-        event: Result<rumqttc::Event, rumqttc::ConnectionError>,
-    },
+    /// Something the sink itself is waiting for has arrived (the MQTT sink's connection
+    /// thread sends it after each event); carries nothing.
+    Wake,
 }
 
 /// A sink that cannot go on.

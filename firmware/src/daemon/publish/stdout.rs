@@ -56,9 +56,7 @@ impl StdoutSink {
                     lock_outbox(&self.outbox).flush();
                     return write_line(&status);
                 }
-                Ok(
-                    SinkMessage::OutboxReady | SinkMessage::Reply(..) | SinkMessage::Mqtt { .. },
-                ) => {}
+                Ok(SinkMessage::OutboxReady | SinkMessage::Reply(..) | SinkMessage::Wake) => {}
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.drain()?;

@@ -3,8 +3,9 @@
 //! Threads: the sink thread ([`MqttSink::run`]) owns the [`rumqttc::Client`] and all
 //! delivery state; one short-lived connection thread per connection attempt iterates the
 //! [`rumqttc::Connection`] (never with a timeout, so no poll future is ever cancelled) and
-//! forwards each event to the sink's channel, tagged with its `epoch`. It stops after the
-//! first error or once the client is dropped.
+//! forwards each event into the session's own bounded channel, then wakes the sink with a
+//! [`SinkMessage::Wake`]. It stops after the first error or once the session is dropped
+//! (its channel closes), so events of an old connection never reach a new one.
 //!
 //! Connections: clean session, last will = `status` `offline` (retained). rumqttc keeps
 //! unacknowledged publishes only in memory and, with a clean session, forgets them on
@@ -27,7 +28,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,10 +61,17 @@ const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
 /// Largest outgoing packet.
 const MAX_OUTGOING_PACKET: usize = 256 * 1024;
 
+/// Events of one connection, in the order rumqttc reported them.
+type ConnectionEvent = Result<Event, ConnectionError>;
+
+/// Most connection events handled in one turn of the loop, so that the daemon's messages
+/// are not starved by a busy connection.
+const EVENTS_PER_TURN: usize = 256;
+
 /// One client and its connection thread; everything here dies with the connection.
 struct Session {
     client: Client,
-    epoch: u64,
+    events: Receiver<ConnectionEvent>,
     connected: bool,
     /// Submitted and sent publishes, waiting for their packet ids and PUBACKs.
     in_flight: InFlight,
@@ -99,8 +107,8 @@ pub struct MqttSink {
     settings: MqttSettings,
     outbox: SharedOutbox,
     inbox: Receiver<SinkMessage>,
-    /// Given to connection threads.
-    events: SyncSender<SinkMessage>,
+    /// The sink's own channel, given to connection threads to wake it.
+    wake: SyncSender<SinkMessage>,
     control: SyncSender<ControlRequest>,
     connects: Arc<AtomicU64>,
     backoff: Backoff,
@@ -125,13 +133,13 @@ impl fmt::Debug for MqttSink {
 }
 
 impl MqttSink {
-    /// A sink for `settings`. `inbox`/`events` are the two ends of its channel; checked
+    /// A sink for `settings`. `inbox`/`wake` are the two ends of its channel; checked
     /// control requests go to `control`; successful connections are counted in `connects`.
     pub fn new(
         settings: MqttSettings,
         outbox: SharedOutbox,
         inbox: Receiver<SinkMessage>,
-        events: SyncSender<SinkMessage>,
+        wake: SyncSender<SinkMessage>,
         control: SyncSender<ControlRequest>,
         connects: Arc<AtomicU64>,
     ) -> Self {
@@ -140,7 +148,7 @@ impl MqttSink {
             settings,
             outbox,
             inbox,
-            events,
+            wake,
             control,
             connects,
             backoff,
@@ -167,6 +175,7 @@ impl MqttSink {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(SinkError::Disconnected),
             }
+            self.handle_connection_events()?;
             self.pump()?;
             if let Some((deadline, _)) = &self.shutdown {
                 if self.finished_draining() || Instant::now() >= *deadline {
@@ -186,23 +195,28 @@ impl MqttSink {
         // Room for every QoS 1 message the window allows, plus QoS 0 stats and subscriptions.
         let capacity = 4 * (self.settings.max_in_flight + CONTROL_SLOTS) + 16;
         let (client, mut connection) = Client::new(self.settings.options(), capacity);
-        let events = self.events.clone();
+        let (events_tx, events) = mpsc::sync_channel(capacity);
+        let wake = self.wake.clone();
         let epoch = self.epoch;
         std::thread::Builder::new()
             .name(format!("caer-mqtt-{epoch}"))
             .spawn(move || {
                 for event in connection.iter() {
                     let failed = event.is_err();
-                    if events.send(SinkMessage::Mqtt { epoch, event }).is_err() || failed {
+                    // Blocks while the session's channel is full: rumqttc then stops reading.
+                    if events_tx.send(event).is_err() || failed {
+                        let _ = wake.try_send(SinkMessage::Wake);
                         return;
                     }
+                    // A full channel means the sink is awake anyway.
+                    let _ = wake.try_send(SinkMessage::Wake);
                 }
             })
             .map_err(SinkError::Thread)?;
         tracing::debug!(host = %self.settings.host, port = self.settings.port, epoch, "connecting to the broker");
         self.session = Some(Session {
             client,
-            epoch,
+            events,
             connected: false,
             in_flight: InFlight::default(),
             final_status_sent: false,
@@ -212,7 +226,7 @@ impl MqttSink {
 
     fn handle(&mut self, message: SinkMessage) -> Result<(), SinkError> {
         match message {
-            SinkMessage::OutboxReady => {}
+            SinkMessage::OutboxReady | SinkMessage::Wake => {}
             SinkMessage::Status(payload) => {
                 self.status = Some(payload);
                 self.status_dirty = true;
@@ -232,13 +246,21 @@ impl MqttSink {
             SinkMessage::Shutdown { drain, status } => {
                 self.shutdown = Some((Instant::now() + drain, status));
             }
-            SinkMessage::Mqtt { epoch, event } => {
-                if self.session.as_ref().is_some_and(|s| s.epoch == epoch) {
-                    match event {
-                        Ok(event) => self.on_event(event)?,
-                        Err(error) => self.on_error(&error),
-                    }
-                }
+        }
+        Ok(())
+    }
+
+    /// Handles what the current connection reported since the last turn.
+    fn handle_connection_events(&mut self) -> Result<(), SinkError> {
+        for _ in 0..EVENTS_PER_TURN {
+            let Some(session) = self.session.as_ref() else {
+                return Ok(());
+            };
+            match session.events.try_recv() {
+                Ok(Ok(event)) => self.on_event(event)?,
+                Ok(Err(error)) => self.on_error(&error),
+                // The connection thread ends only after an error, handled above.
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(()),
             }
         }
         Ok(())
