@@ -69,8 +69,8 @@ pub struct TrackerConfig {
     /// Most faces followed at once, tentative included, at most 1024; also bounds the
     /// classifier's per-student windows.
     pub max_tracks: NonZeroUsize,
-    /// Weight of the newest displacement in the velocity average, in (0, 1].
-    #[serde(skip)]
+    /// Weight of the newest displacement in the velocity average, in (0, 1]: higher follows
+    /// a moving face sooner, lower rides out a jittery detector.
     pub velocity_smoothing: f32,
 }
 
@@ -414,6 +414,17 @@ mod tests {
             ..TrackerConfig::default()
         };
         assert!(Tracker::new(bad).is_err());
+    }
+
+    #[test]
+    fn velocity_smoothing_is_read_from_the_track_section_and_checked() {
+        let config: TrackerConfig = toml::from_str("velocity_smoothing = 0.25").unwrap();
+        assert_eq!(config.velocity_smoothing, 0.25);
+        let config: TrackerConfig = toml::from_str("velocity_smoothing = 1.5").unwrap();
+        assert_eq!(
+            Tracker::new(config).err().map(|e| e.0[0].key.clone()),
+            Some("velocity_smoothing".to_owned())
+        );
     }
 
     /// Generated classroom, two cycles: steady students, leavers (away 60 frames), blinkers
