@@ -7,7 +7,11 @@
 #   2. the Rust tests with the default features (tract, the pure-Rust backend);
 #   3. the Rust tests again with ONNX Runtime (`--features caer-firmware/ort`), loading the
 #      library from the onnxruntime wheel of the Python environment;
-#   4. the Python model pipeline's tests.
+#   4. the Python model pipeline's tests, except those marked `slow`;
+#   5. the slow ones (the full-size ViT-B/32 export, ~1 GB of files): run only when steps 1-4
+#      took less than CAER_SLOW_BUDGET_S seconds (default 3600; the CI limit is 90 min), or
+#      always with CAER_SLOW=always, never with CAER_SLOW=never. A slow test that runs and
+#      fails fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -33,5 +37,17 @@ step "cargo test (tract)"
 cargo test --workspace --locked
 step "cargo test (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
 cargo test --workspace --locked --features caer-firmware/ort,caer-calibrate/ort
-step "pytest model-export"
-"$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider
+step "pytest model-export (not slow)"
+"$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider -m "not slow"
+budget=${CAER_SLOW_BUDGET_S:-3600}
+case "${CAER_SLOW:-if-time}" in
+  never) run_slow=0 ;;
+  always) run_slow=1 ;;
+  *) run_slow=$((SECONDS < budget)) ;;
+esac
+if [ "$run_slow" = 1 ]; then
+  step "pytest model-export (slow; ${SECONDS} s so far)"
+  "$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider -m slow
+else
+  step "pytest model-export (slow): skipped, ${SECONDS} s so far (budget ${budget} s, CAER_SLOW=${CAER_SLOW:-if-time})"
+fi

@@ -1,6 +1,6 @@
 """The real loading and export path at full ViT-B/32 size, on a generated random checkpoint.
 
-Slow (a 625 MB checkpoint, a 350 MB encoder, int8 calibration): marked `slow`, run in CI.
+Slow (a 625 MB checkpoint, a 350 MB encoder, int8 calibration): marked `slow`; scripts/test.sh runs it as its last step when time allows.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ pub struct StatusPayload {
     /// The inference backend, e.g. `ort-cpu` or `tensorrt-fp16`; none under `presence`.
     pub backend: Option<&'static str>,
     /// Why that backend runs, with its self-check figure and, under `auto`, the backends
-    /// skipped and why (see [`crate::pipeline::model::backend::select`]).
+    /// skipped and why (see [`select`](mod@crate::pipeline::model::backend::select)).
     pub backend_reason: Option<String>,
     /// The privacy profile in force.
     pub profile: Profile,

@@ -35,6 +35,12 @@
 //! Threads are supervised: a panicking stage thread makes [`run`] return an error (the
 //! binary exits non-zero and systemd restarts it); a stage error puts the daemon into safe
 //! mode. Every wait has a timeout well under the systemd watchdog interval.
+//!
+//! Modules: [`config`] (the one validated file, remote changes and their policy), `build`
+//! (stages built once from it), `capture` and `inference` (the two stage threads; the stage
+//! sequence reads top to bottom in `inference`), `running` and `supervisor` (the loop above),
+//! [`publish`] (the sinks), [`outbox`], [`state`] and [`state_dir`] (what is kept on disk, no
+//! links followed), [`fleet`] (payloads), `metrics` (stats by stage name), [`board`].
 
 pub mod board;
 pub mod config;

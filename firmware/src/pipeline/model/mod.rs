@@ -34,7 +34,7 @@ pub struct ModelConfig {
     /// The inference backend: `auto` (the first of `tensorrt`, `cuda`, `ort-cpu`, `tract`
     /// that is compiled in, loads and passes the bundle's self-check), or one of `tensorrt`,
     /// `cuda`, `ort-cpu`, `ort-cpu-int8`, `tract` (safe mode if it fails). See
-    /// [`backend::select`].
+    /// [`backend::select`](mod@backend::select).
     pub backend: BackendChoice,
     /// Threads for inference, at most 256; none: every core.
     #[serde(skip_serializing_if = "Option::is_none")]

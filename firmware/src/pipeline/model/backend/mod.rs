@@ -1,13 +1,13 @@
 //! Inference backends: the two models of a bundle behind one small trait.
 //!
-//! A backend is built once at start-up from a verified [`Bundle`](crate::pipeline::model::bundle::Bundle)
+//! A backend is built once at start-up from a verified [`Bundle`]
 //! (optimised for this machine then) and is immutable afterwards: it is `Send + Sync`, so one
 //! instance is shared by every worker through an `Arc`. Each call takes and returns flat
 //! row-major `f32` buffers, so callers reuse their memory and no runtime type leaks out.
 //!
 //! - [`tract`]: pure-Rust CPU backend, fp32 only; runs everywhere.
 //! - `ort` (cargo feature `ort`; `cuda`, `tensorrt` add GPU providers): ONNX Runtime.
-//! - [`select`]: the configured or `auto` choice, with a start-up self-check;
+//! - [`select`](mod@select): the configured or `auto` choice, with a start-up self-check;
 //!   [`tensorrt`]: TensorRT settings and engine cache layout.
 
 #[cfg(feature = "ort")]

@@ -1,5 +1,5 @@
 //! TensorRT settings and the layout of its engine cache (plain data, compiled in every build;
-//! the backend that uses them is [`super::ort`] with the cargo feature `tensorrt`).
+//! the backend that uses them is `super::ort` with the cargo feature `tensorrt`).
 //!
 //! TensorRT builds an engine for the image encoder at start-up, which takes minutes on a
 //! Jetson; ONNX Runtime's TensorRT provider saves it (and TensorRT's timing cache) so that
