@@ -84,6 +84,13 @@ impl Canvas {
         }
     }
 
+    /// A figure's title, subtitle and legend line, top left.
+    fn header(&mut self, title: &str, subtitle: &str, legend: &str) {
+        self.text(10, 10, title, 2, BLACK);
+        self.text(10, 36, subtitle, 1, BLACK);
+        self.text(10, 52, legend, 1, GREY);
+    }
+
     /// Width in pixels of `text` at `scale`.
     fn text_width(text: &str, scale: u32) -> i32 {
         (text.chars().count() as u32 * 8 * scale) as i32
@@ -169,14 +176,10 @@ pub fn confusion_png(
         ))
     })?;
 
-    canvas.text(10, 10, "Confusion matrix", 2, BLACK);
-    canvas.text(10, 36, subtitle, 1, BLACK);
-    canvas.text(
-        10,
-        52,
+    canvas.header(
+        "Confusion matrix",
+        subtitle,
         "rows: true class, columns: predicted; count and share of the row",
-        1,
-        GREY,
     );
     canvas.text_centred(x0 + side / 2, y0 - 40, "predicted", 1, BLACK);
     canvas.text(10, y0 + side + 20, "true class: rows", 1, BLACK);
@@ -269,14 +272,10 @@ pub fn reliability_png(path: &Path, bins: &[ReliabilityBin], subtitle: &str) -> 
         ))
     })?;
 
-    canvas.text(10, 10, "Reliability diagram", 2, BLACK);
-    canvas.text(10, 36, subtitle, 1, BLACK);
-    canvas.text(
-        10,
-        52,
+    canvas.header(
+        "Reliability diagram",
+        subtitle,
         "bars: accuracy per confidence bin; red: mean confidence; diagonal: calibrated",
-        1,
-        GREY,
     );
     for tick in 0..=5 {
         let v = f64::from(tick) / 5.0;

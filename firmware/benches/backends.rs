@@ -1,7 +1,8 @@
-//! Image encoder throughput of tract fp32, ONNX Runtime fp32 and ONNX Runtime dynamic int8 on
-//! the CPU, at batch 1 and batch 8, with the same thread count.
+//! Image encoder throughput of tract fp32, and with the `ort` feature ONNX Runtime fp32 and
+//! ONNX Runtime dynamic int8 on the CPU, at batch 1 and batch 8, with the same thread count.
 //!
 //! ```text
+//! cargo bench -p caer-firmware --bench backends                  # tract only
 //! ORT_DYLIB_PATH=/path/to/libonnxruntime.so \
 //!   cargo bench -p caer-firmware --features ort --bench backends
 //! ```
@@ -16,6 +17,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "ort")]
 use caer::pipeline::model::backend::ort::{OrtBackend, OrtMode, OrtOptions};
 use caer::pipeline::model::backend::{InferenceBackend, TractBackend, TractOptions};
 use caer::pipeline::model::bundle::Bundle;
@@ -62,6 +64,41 @@ fn threads() -> Result<NonZeroUsize, Box<dyn std::error::Error>> {
     }
 }
 
+/// The backends timed, in the order of the table.
+const CANDIDATES: &[&str] = &[
+    "tract fp32",
+    #[cfg(feature = "ort")]
+    "ort fp32",
+    #[cfg(feature = "ort")]
+    "ort int8-dynamic",
+];
+
+fn load(
+    label: &str,
+    bundle: &Bundle,
+    threads: NonZeroUsize,
+) -> Result<Box<dyn InferenceBackend>, Box<dyn std::error::Error>> {
+    #[cfg(feature = "ort")]
+    let mode = match label {
+        "ort fp32" => Some(OrtMode::Cpu),
+        "ort int8-dynamic" => Some(OrtMode::CpuInt8),
+        _ => None,
+    };
+    #[cfg(feature = "ort")]
+    if let Some(mode) = mode {
+        let options = OrtOptions {
+            threads,
+            ..OrtOptions::new(mode)
+        };
+        return Ok(Box::new(OrtBackend::load(bundle, &options)?));
+    }
+    debug_assert_eq!(label, "tract fp32");
+    Ok(Box::new(TractBackend::load(
+        bundle,
+        &TractOptions { threads },
+    )?))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::var_os("CAER_BENCH_BUNDLE")
         .map(PathBuf::from)
@@ -80,23 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let mut rows: Vec<(&'static str, Vec<Figures>)> = Vec::new();
-    let candidates: [(&'static str, Option<OrtMode>); 3] = [
-        ("tract fp32", None),
-        ("ort fp32", Some(OrtMode::Cpu)),
-        ("ort int8-dynamic", Some(OrtMode::CpuInt8)),
-    ];
-    for (label, mode) in candidates {
+    for &label in CANDIDATES {
         let started = Instant::now();
-        let backend: Box<dyn InferenceBackend> = match mode {
-            None => Box::new(TractBackend::load(&bundle, &TractOptions { threads })?),
-            Some(mode) => Box::new(OrtBackend::load(
-                &bundle,
-                &OrtOptions {
-                    threads,
-                    ..OrtOptions::new(mode)
-                },
-            )?),
-        };
+        let backend = load(label, &bundle, threads)?;
         println!(
             "{label}: load+optimise {:.2} s",
             started.elapsed().as_secs_f64()

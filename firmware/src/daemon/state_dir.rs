@@ -11,7 +11,7 @@
 //! `<name>`, then the directory fsynced.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -109,15 +109,7 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut data = Vec::new();
-        file.take(max_bytes + 1).read_to_end(&mut data)?;
-        if data.len() as u64 > max_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("larger than {max_bytes} bytes"),
-            ));
-        }
-        Ok(Some(data))
+        crate::pipeline::files::read_capped_from(file, max_bytes).map(Some)
     }
 
     /// Creates `name`, which must not exist, for appending.

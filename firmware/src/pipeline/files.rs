@@ -8,9 +8,13 @@ use std::path::Path;
 /// The contents of `path`, at most `max_bytes` of them; larger is an
 /// [`io::ErrorKind::InvalidData`] error saying so.
 pub fn read_capped(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
+    read_capped_from(std::fs::File::open(path)?, max_bytes)
+}
+
+/// At most `max_bytes` of `reader`; more is an [`io::ErrorKind::InvalidData`] error.
+pub fn read_capped_from(reader: impl Read, max_bytes: u64) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
-    file.take(max_bytes + 1).read_to_end(&mut data)?;
+    reader.take(max_bytes + 1).read_to_end(&mut data)?;
     if data.len() as u64 > max_bytes {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

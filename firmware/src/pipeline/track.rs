@@ -217,15 +217,7 @@ impl Tracker {
                     track.bbox = det.bbox;
                     track.hits = track.hits.saturating_add(1);
                     track.misses = 0;
-                    self.confirm_if_due(&mut track);
-                    if let Some(id) = track.id {
-                        update.faces.push(TrackedFace {
-                            id,
-                            bbox: det.bbox,
-                            score: det.score,
-                            detection: d,
-                        });
-                    }
+                    self.confirm_and_report(&mut track, &det, d, &mut update.faces);
                     kept.push(track);
                 }
                 None => {
@@ -256,25 +248,33 @@ impl Tracker {
                 hits: 1,
                 misses: 0,
             };
-            self.confirm_if_due(&mut track);
-            if let Some(id) = track.id {
-                update.faces.push(TrackedFace {
-                    id,
-                    bbox: det.bbox,
-                    score: det.score,
-                    detection: d,
-                });
-            }
+            self.confirm_and_report(&mut track, det, d, &mut update.faces);
             self.tracks.push(track);
         }
         update.faces.sort_by_key(|f| f.id);
         update
     }
 
-    fn confirm_if_due(&mut self, track: &mut Track) {
+    /// Gives `track` its id once seen `min_hits` times, then reports it, if it has one, as
+    /// seen in this frame at detection `d`.
+    fn confirm_and_report(
+        &mut self,
+        track: &mut Track,
+        det: &Detection,
+        d: usize,
+        faces: &mut Vec<TrackedFace>,
+    ) {
         if track.id.is_none() && track.hits >= self.config.min_hits.get() {
             self.last_id += 1;
             track.id = Some(self.last_id);
+        }
+        if let Some(id) = track.id {
+            faces.push(TrackedFace {
+                id,
+                bbox: det.bbox,
+                score: det.score,
+                detection: d,
+            });
         }
     }
 

@@ -1,13 +1,14 @@
 //! Frames → caerd → mosquitto → subscriber: payloads match their schemas and the counts
 //! match what the frames show.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::util::{
     config_toml, engagement_seqs, recorded_seqs, wait_for_ledger, write_classroom,
-    write_group_photo_video, Broker, Daemon, Schemas, Subscriber, CAERD,
+    write_group_photo_video, Broker, Daemon, Message, Schemas, Subscriber, CAERD,
 };
 
 /// `students` faces sitting still in every one of `frames` frames, at 20 frames per
@@ -37,6 +38,31 @@ fn classroom_config(
     path
 }
 
+/// Runs caerd on `config` (a finite source) until it exits on its own, within `timeout`,
+/// then waits for every engagement record it gave a number to: returns those numbers and
+/// all the subscriber's messages.
+fn run_to_the_end(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    subscriber: &Subscriber,
+    timeout: Duration,
+) -> (BTreeSet<u64>, Vec<Message>) {
+    let state = dir.join("state");
+    let mut daemon = Daemon::start(CAERD, dir, config, &[]);
+    let first = wait_for_ledger(&state);
+    let status = daemon.wait(timeout);
+    assert!(
+        status.success(),
+        "caerd failed: {status}\n{}",
+        daemon.stderr()
+    );
+    let recorded = recorded_seqs(&state, first);
+    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
+        engagement_seqs(m).0 == recorded
+    });
+    (recorded, messages)
+}
+
 #[test]
 fn frames_to_subscriber_counts_match_the_frames_and_payloads_match_the_schemas() {
     let schemas = Schemas::load();
@@ -51,19 +77,8 @@ fn frames_to_subscriber_counts_match_the_frames_and_payloads_match_the_schemas()
         120,
         "[policy]\nprofile = \"fine\"\nmin_group_size = 5",
     );
-    let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
-    let first = wait_for_ledger(&dir.path().join("state"));
     // A finite frame directory: caerd records the last interval, delivers, and exits 0.
-    let status = daemon.wait(Duration::from_secs(90));
-    assert!(
-        status.success(),
-        "caerd failed: {status}\n{}",
-        daemon.stderr()
-    );
-    let recorded = recorded_seqs(&dir.path().join("state"), first);
-    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
-        engagement_seqs(m).0 == recorded
-    });
+    let (_, messages) = run_to_the_end(dir.path(), &config, &subscriber, Duration::from_secs(90));
 
     // Every payload on every topic matches its schema.
     for m in &messages {
@@ -184,19 +199,9 @@ fn fewer_students_than_k_publish_only_suppressed_records() {
         60,
         "[policy]\nprofile = \"coarse\"\nmin_group_size = 4",
     );
-    let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
-    let first = wait_for_ledger(&dir.path().join("state"));
-    let status = daemon.wait(Duration::from_secs(90));
-    assert!(
-        status.success(),
-        "caerd failed: {status}\n{}",
-        daemon.stderr()
-    );
-    let recorded = recorded_seqs(&dir.path().join("state"), first);
+    let (recorded, messages) =
+        run_to_the_end(dir.path(), &config, &subscriber, Duration::from_secs(90));
     assert!(!recorded.is_empty());
-    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
-        engagement_seqs(m).0 == recorded
-    });
     for m in messages.iter().filter(|m| m.topic.ends_with("/engagement")) {
         let r = m.json();
         schemas.check(&r);
@@ -308,18 +313,7 @@ fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
         ),
     )
     .unwrap();
-    let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
-    let first = wait_for_ledger(&dir.path().join("state"));
-    let status = daemon.wait(Duration::from_secs(180));
-    assert!(
-        status.success(),
-        "caerd failed: {status}\n{}",
-        daemon.stderr()
-    );
-    let recorded = recorded_seqs(&dir.path().join("state"), first);
-    let messages = subscriber.wait_for(Duration::from_secs(10), "every recorded interval", |m| {
-        engagement_seqs(m).0 == recorded
-    });
+    let (_, messages) = run_to_the_end(dir.path(), &config, &subscriber, Duration::from_secs(180));
     let mut most = 0;
     for m in messages.iter().filter(|m| m.topic.ends_with("/engagement")) {
         let r = m.json();
@@ -333,7 +327,6 @@ fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
         for m in &messages {
             eprintln!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
         }
-        eprintln!("{}", daemon.stderr());
     }
     println!("video e2e: at most {most} students in an interval");
     assert!((27..=29).contains(&most), "students counted: {most}");

@@ -128,6 +128,30 @@ pub(crate) fn check_detector_buffers(
     check_len("detector logit", logits.len(), batch, NUM_ANCHORS)
 }
 
+/// Checks the buffers of one [`InferenceBackend::encode_images`] call.
+pub(crate) fn check_encoder_buffers(
+    dims: ModelDims,
+    pixels: &[f32],
+    batch: usize,
+    embeddings: &[f32],
+) -> Result<(), InferenceError> {
+    check_len("pixel", pixels.len(), batch, dims.image_len())?;
+    check_len("embedding", embeddings.len(), batch, dims.embed_dim)
+}
+
+/// Checks the buffers of one [`InferenceBackend::run_head`] call.
+pub(crate) fn check_head_buffers(
+    dims: ModelDims,
+    face: &[f32],
+    context: &[f32],
+    batch: usize,
+    logits: &[f32],
+) -> Result<(), InferenceError> {
+    check_len("face feature", face.len(), batch, dims.sequence_len())?;
+    check_len("context feature", context.len(), batch, dims.sequence_len())?;
+    check_len("logit", logits.len(), batch, dims.num_classes)
+}
+
 /// Checks that a buffer has the length that `batch` items of `per_item` floats need.
 pub(crate) fn check_len(
     what: &'static str,

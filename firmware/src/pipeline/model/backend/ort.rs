@@ -44,7 +44,8 @@ use std::sync::Arc;
 use crate::pipeline::detect::blaze::{INPUT_SIZE, NUM_ANCHORS, REGRESSOR_LEN};
 use crate::pipeline::error::{BundleError, InferenceError};
 use crate::pipeline::model::backend::{
-    check_detector_buffers, check_len, BackendError, FaceDetectorNetwork, InferenceBackend,
+    check_detector_buffers, check_encoder_buffers, check_head_buffers, BackendError,
+    FaceDetectorNetwork, InferenceBackend,
 };
 use crate::pipeline::model::bundle::{Bundle, FileEntry, ModelDims, ModelTensor};
 
@@ -556,8 +557,7 @@ impl InferenceBackend for OrtBackend {
         embeddings: &mut [f32],
     ) -> Result<(), InferenceError> {
         let d = self.dims;
-        check_len("pixel", pixels.len(), batch, d.image_len())?;
-        check_len("embedding", embeddings.len(), batch, d.embed_dim)?;
+        check_encoder_buffers(d, pixels, batch, embeddings)?;
         let slice = self.max_batch.unwrap_or(batch).max(1);
         let pixel_slices = pixels.chunks(slice * d.image_len());
         for (p, e) in pixel_slices.zip(embeddings.chunks_mut(slice * d.embed_dim)) {
@@ -575,9 +575,7 @@ impl InferenceBackend for OrtBackend {
     ) -> Result<(), InferenceError> {
         const MODEL: &str = "temporal head";
         let d = self.dims;
-        check_len("face feature", face.len(), batch, d.sequence_len())?;
-        check_len("context feature", context.len(), batch, d.sequence_len())?;
-        check_len("logit", logits.len(), batch, d.num_classes)?;
+        check_head_buffers(d, face, context, batch, logits)?;
         if batch == 0 {
             return Ok(());
         }

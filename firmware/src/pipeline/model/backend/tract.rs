@@ -24,7 +24,8 @@ use tract_onnx::prelude::*;
 use crate::pipeline::detect::blaze::{NUM_ANCHORS, REGRESSOR_LEN};
 use crate::pipeline::error::{BundleError, InferenceError};
 use crate::pipeline::model::backend::{
-    check_detector_buffers, check_len, BackendError, FaceDetectorNetwork, InferenceBackend,
+    check_detector_buffers, check_encoder_buffers, check_head_buffers, BackendError,
+    FaceDetectorNetwork, InferenceBackend,
 };
 use crate::pipeline::model::bundle::{Bundle, FileEntry, ModelDims, ModelTensor};
 
@@ -201,8 +202,7 @@ impl InferenceBackend for TractBackend {
         embeddings: &mut [f32],
     ) -> Result<(), InferenceError> {
         let d = self.dims;
-        check_len("pixel", pixels.len(), batch, d.image_len())?;
-        check_len("embedding", embeddings.len(), batch, d.embed_dim)?;
+        check_encoder_buffers(d, pixels, batch, embeddings)?;
         let shape = [batch, 3, d.input_size, d.input_size];
         let input = tensor_from(&shape, pixels, "image encoder")?;
         Self::run(
@@ -235,9 +235,7 @@ impl InferenceBackend for TractBackend {
         logits: &mut [f32],
     ) -> Result<(), InferenceError> {
         let d = self.dims;
-        check_len("face feature", face.len(), batch, d.sequence_len())?;
-        check_len("context feature", context.len(), batch, d.sequence_len())?;
-        check_len("logit", logits.len(), batch, d.num_classes)?;
+        check_head_buffers(d, face, context, batch, logits)?;
         let shape = [batch, d.frames_per_clip, d.embed_dim];
         let inputs = tvec![
             tensor_from(&shape, face, "temporal head")?,
