@@ -92,7 +92,7 @@ impl Stages {
         let tracked = Instant::now();
         let inputs = self.crop(frame, &samples);
         let results = self.classify(frame, &inputs, metrics)?;
-        self.aggregate(&results);
+        self.aggregate(&results, &update);
         let done = Instant::now();
         self.report_drops(metrics);
         metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
@@ -129,9 +129,6 @@ impl Stages {
                 m.classifier.forget(*id);
             }
         }
-        for face in &update.faces {
-            self.aggregator.observe_seen(face.id);
-        }
         metrics
             .tracks_active
             .store(update.faces.len(), Ordering::Relaxed);
@@ -140,11 +137,7 @@ impl Stages {
 
     /// The tracked faces whose sample is due in this frame.
     fn sample(&mut self, frame: &Frame, update: &TrackUpdate) -> Vec<TrackedFace> {
-        let due = self.sampler.select(frame.captured_at, &update.faces);
-        for face in &due {
-            self.aggregator.observe_sample(face.id);
-        }
-        due
+        self.sampler.select(frame.captured_at, &update.faces)
     }
 
     /// Each sampled face with its context box (none under `presence`: nothing is cropped).
@@ -193,11 +186,14 @@ impl Stages {
         }
     }
 
-    /// Tallies the results into the interval's figures.
-    fn aggregate(&mut self, results: &[(u64, [f32; NUM_CLASSES])]) {
+    /// Tallies the results, then the faces visible in this frame, into the interval's
+    /// figures.
+    fn aggregate(&mut self, results: &[(u64, [f32; NUM_CLASSES])], update: &TrackUpdate) {
         for (track_id, probabilities) in results {
             self.aggregator.observe_result(*track_id, probabilities);
         }
+        self.aggregator
+            .observe_frame(update.faces.iter().map(|face| face.id));
     }
 
     /// Publishes the stages' drop counters for `stats`.
@@ -236,15 +232,41 @@ pub(super) struct RecordStamp {
     pub(super) report_interval: Duration,
 }
 
+/// The report interval being tallied: when it began, and the source's frame count then.
+struct Interval {
+    start: Instant,
+    start_wall: SystemTime,
+    captured_before: u64,
+}
+
+impl Interval {
+    fn begin(start: Instant, metrics: &Metrics) -> Self {
+        Interval {
+            start,
+            start_wall: SystemTime::now(),
+            captured_before: metrics.frames_captured.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Frames the source captured since the interval began (analysed or dropped).
+    fn captured(&self, metrics: &Metrics) -> u64 {
+        metrics
+            .frames_captured
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.captured_before)
+    }
+}
+
 /// Writes one interval's record to the outbox and wakes the sink.
-pub(super) fn publish_interval(
+fn publish_interval(
     aggregator: &mut Aggregator,
+    interval: &Interval,
     stamp: &RecordStamp,
-    start: SystemTime,
     outbox: &SharedOutbox,
     sink: &SyncSender<SinkMessage>,
+    metrics: &Metrics,
 ) {
-    let aggregate = aggregator.finish();
+    let aggregate = aggregator.finish(interval.captured(metrics));
     let settings = aggregator.settings();
     let context = RecordContext {
         site: &stamp.site,
@@ -260,7 +282,7 @@ pub(super) fn publish_interval(
     };
     let end = SystemTime::now();
     let appended = lock_outbox(outbox).append(|seq| {
-        let record = EngagementRecord::new(&context, seq, start, end, aggregate);
+        let record = EngagementRecord::new(&context, seq, interval.start_wall, end, aggregate);
         serde_json::to_vec(&record).expect("an engagement record always serialises")
     });
     match appended {
@@ -284,27 +306,24 @@ pub(super) fn inference_loop(
     sink: &SyncSender<SinkMessage>,
     metrics: &Metrics,
 ) -> Result<(), PipelineError> {
-    let mut interval_start = (Instant::now(), SystemTime::now());
+    let publish = |aggregator: &mut Aggregator, interval: &Interval| {
+        publish_interval(aggregator, interval, stamp, outbox, sink, metrics);
+    };
+    let mut interval = Interval::begin(Instant::now(), metrics);
     let mut was_paused = false;
     loop {
         stages.set_rate_factor(flags.sampling_factor());
         let paused = flags.paused.load(Ordering::Relaxed);
         if paused && !was_paused {
-            publish_interval(
-                &mut stages.aggregator,
-                stamp,
-                interval_start.1,
-                outbox,
-                sink,
-            );
+            publish(&mut stages.aggregator, &interval);
             stages.reset_tracks();
             tracing::info!("paused: no frame is captured or analysed");
         } else if !paused && was_paused {
-            interval_start = (Instant::now(), SystemTime::now());
+            interval = Interval::begin(Instant::now(), metrics);
             tracing::info!("resumed");
         }
         was_paused = paused;
-        let next_report = interval_start.0 + stamp.report_interval;
+        let next_report = interval.start + stamp.report_interval;
         let wait = next_report
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
@@ -313,26 +332,14 @@ pub(super) fn inference_loop(
             Popped::Frame(_) | Popped::Empty => {}
             Popped::Closed => {
                 if !paused {
-                    publish_interval(
-                        &mut stages.aggregator,
-                        stamp,
-                        interval_start.1,
-                        outbox,
-                        sink,
-                    );
+                    publish(&mut stages.aggregator, &interval);
                 }
                 return Ok(());
             }
         }
         if !paused && Instant::now() >= next_report {
-            publish_interval(
-                &mut stages.aggregator,
-                stamp,
-                interval_start.1,
-                outbox,
-                sink,
-            );
-            interval_start = (next_report, SystemTime::now());
+            publish(&mut stages.aggregator, &interval);
+            interval = Interval::begin(next_report, metrics);
         }
     }
 }

@@ -110,22 +110,24 @@ fn frames_to_subscriber_counts_match_the_frames_and_payloads_match_the_schemas()
     // Counts against the frames: 6 faces in every frame, each a stable track.
     let mut full = 0;
     for r in engagement.iter().filter(|r| r["suppressed"] == false) {
-        let n = r["students"].as_u64().unwrap();
+        assert_eq!(r["students"], students as u64, "the headcount: {r}");
+        let n = r["assessed"].as_u64().unwrap();
         assert!(
             n <= students as u64 && n >= 5,
-            "students {n} with {students} faces and k = 5: {r}"
+            "assessed {n} with {students} faces and k = 5: {r}"
         );
         assert_eq!(
             r["tracks_seen"], students as u64,
             "every face is one track: {r}"
         );
+        assert!(r["frames_analysed"].as_u64().unwrap() > 0, "{r}");
         let counts: u64 = r["classes"]["counts"]
             .as_object()
             .unwrap()
             .values()
             .map(|v| v.as_u64().unwrap())
             .sum();
-        assert_eq!(counts, n, "each student in exactly one class: {r}");
+        assert_eq!(counts, n, "the class counts split the assessed: {r}");
         let e = &r["engagement"];
         assert_eq!(
             e["engaged"].as_u64().unwrap() + e["distracted"].as_u64().unwrap(),
@@ -207,7 +209,15 @@ fn fewer_students_than_k_publish_only_suppressed_records() {
         schemas.check(&r);
         assert_eq!(r["suppressed"], true, "3 students < k = 4: {r}");
         assert_eq!(r["suppression_reason"], "below_min_group_size");
-        for key in ["students", "tracks_seen", "engagement", "classes"] {
+        for key in [
+            "students",
+            "assessed",
+            "tracks_seen",
+            "frames_analysed",
+            "coverage",
+            "engagement",
+            "classes",
+        ] {
             assert!(r.get(key).is_none(), "{key} must be withheld: {r}");
         }
     }
@@ -259,6 +269,7 @@ fn coarse_and_presence_profiles_publish_only_what_they_allow() {
                 );
                 if r["suppressed"] == false {
                     assert_eq!(r["students"], 4, "presence counts the students: {r}");
+                    assert!(r.get("assessed").is_none(), "{r}");
                 }
             }
         }

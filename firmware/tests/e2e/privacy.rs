@@ -250,7 +250,7 @@ fn check_writes_stay_in_the_state_directory(root: &Path, source: &str, extra: &s
                     let payload: serde_json::Value =
                         serde_json::from_slice(&data[at + 16..at + 16 + len]).unwrap();
                     assert_eq!(
-                        payload["schema"], "caer.engagement.v1",
+                        payload["schema"], "caer.engagement.v2",
                         "outbox holds aggregates only: {payload}"
                     );
                     records += 1;

@@ -561,7 +561,7 @@ impl Schemas {
             let schema: Value =
                 serde_json::from_str(&fs::read_to_string(&path).expect("read schema"))
                     .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-            // File `engagement.v1.json` validates payloads with `"schema": "caer.engagement.v1"`.
+            // File `engagement.v2.json` validates payloads with `"schema": "caer.engagement.v2"`.
             let stem = path
                 .file_stem()
                 .and_then(|s| s.to_str())
