@@ -1,8 +1,11 @@
 //! A deterministic synthetic classroom: the frame source of the demo and of the tests.
 //!
-//! `students` sit in a grid of seats; each is drawn as a body, a face ellipse (skin, hair,
-//! eyes) and a desk, on a plain wall. Every frame carries the faces' true boxes as
-//! annotations, so the whole pipeline can run without a camera or a face detector.
+//! `students` sit in a grid of seats; each is drawn as a body, a face (skin, hair, eyes, mouth)
+//! and what they hold, behind a desk, on a wall. Every frame carries the faces' true boxes as
+//! annotations, so the whole pipeline can run without a camera or a face detector, and the
+//! truth of each face is known: its box and its scripted academic state ([`script`]), drawn
+//! with the cues of [`draw`]. Seeds vary skin, hair, clothes, face sizes, the wall and the
+//! light; a fixed noise pattern, shifted every frame, covers everything.
 //!
 //! The scene is a pure function of the configuration and the frame index
 //! ([`GeneratedSource::faces_at`]): the same configuration always yields the same frames.
@@ -29,6 +32,10 @@ use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use super::{FrameSource, SourceError};
+
+mod draw;
+pub mod script;
+
 use crate::pipeline::frame::Frame;
 use crate::pipeline::settings::Issues;
 
@@ -56,8 +63,11 @@ pub struct GeneratedConfig {
     /// Frames to deliver; `None` for an endless source (not a configuration key).
     #[serde(skip)]
     pub frames: Option<u64>,
-    /// Changes colours and the students' phase offsets.
+    /// Changes colours, sizes, light, the students' phase offsets and their states.
     pub seed: u64,
+    /// Frames per state segment: every student keeps one scripted state this long (16 to
+    /// 10,000,000).
+    pub state_frames: u64,
     /// When set, frames are delivered no faster than one per interval (real-time demo);
     /// otherwise as fast as they are asked for (not a configuration key).
     #[serde(skip)]
@@ -72,6 +82,7 @@ impl Default for GeneratedConfig {
             students: NonZeroUsize::new(6).expect("6 is not zero"),
             frames: None,
             seed: 0,
+            state_frames: 600,
             frame_interval: None,
         }
     }
@@ -83,6 +94,7 @@ impl GeneratedConfig {
         v.range("width", self.width, 64, 4096);
         v.range("height", self.height, 64, 4096);
         v.at_most("students", self.students.get(), 256);
+        v.range("state_frames", self.state_frames, 16, 10_000_000);
     }
 }
 
@@ -93,6 +105,8 @@ pub struct GeneratedFace {
     pub student: usize,
     /// The face box `[left, top, right, bottom]`, clamped to the frame.
     pub bbox: [f32; 4],
+    /// The student's scripted state, a class index ([`script`]).
+    pub state: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,22 +122,24 @@ struct Student {
     role: Role,
     /// Seated face centre.
     seat: (f32, f32),
+    /// Face ellipse radii (x, y).
+    radii: (f32, f32),
     phase_offset: u64,
-    skin: Rgb<u8>,
-    hair: Rgb<u8>,
-    shirt: Rgb<u8>,
+    look: draw::Look,
 }
 
 /// Frames of a synthetic classroom with known face boxes.
 #[derive(Debug)]
 pub struct GeneratedSource {
     config: GeneratedConfig,
-    /// Face ellipse radii (x, y).
+    /// Face ellipse radii (x, y) before each student's own scale.
     radii: (f32, f32),
     /// Walking speed, pixels per frame.
     speed: f32,
     students: Vec<Student>,
     background: RgbImage,
+    /// Added to every frame (values in -6..=6), as long as a frame.
+    noise: Vec<i8>,
     next: u64,
     started: Option<Instant>,
 }
@@ -136,10 +152,24 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn shade(base: [u8; 3], r: u64) -> Rgb<u8> {
-    let jitter = |c: u8, k: u32| c.saturating_add(((r >> k) & 0x1f) as u8).saturating_sub(16);
+/// `base` jittered by up to ±16 per channel (from `r`) and scaled by `light`.
+fn shade(base: [u8; 3], r: u64, light: f32) -> Rgb<u8> {
+    let jitter = |c: u8, k: u32| {
+        let c = f32::from(c.saturating_add(((r >> k) & 0x1f) as u8).saturating_sub(16));
+        (c * light).clamp(0.0, 255.0) as u8
+    };
     Rgb([jitter(base[0], 0), jitter(base[1], 8), jitter(base[2], 16)])
 }
+
+/// Skin tones, light to dark.
+const SKINS: [[u8; 3]; 4] = [
+    [236, 200, 172],
+    [205, 160, 130],
+    [160, 114, 84],
+    [106, 72, 52],
+];
+/// Hair colours.
+const HAIRS: [[u8; 3]; 4] = [[40, 28, 22], [90, 60, 35], [170, 130, 70], [25, 25, 28]];
 
 impl GeneratedSource {
     /// A classroom as configured; fails on a frame smaller than 64x64 or a grid whose
@@ -170,6 +200,8 @@ impl GeneratedSource {
             ));
         }
         let radii = (rx, rx * 1.25);
+        // The room's light: 0.8 to 1.15 times the base colours.
+        let light = 0.8 + (splitmix(config.seed ^ 0x11CE) % 36) as f32 / 100.0;
         let students = (0..n)
             .map(|s| {
                 let r = splitmix(config.seed ^ splitmix(s as u64));
@@ -180,23 +212,39 @@ impl GeneratedSource {
                     2 => Role::Blinker,
                     _ => Role::Walker,
                 };
+                // Faces from 0.9 to 1.1 times the room's size.
+                let scale = 0.9 + (splitmix(r) % 21) as f32 / 100.0;
+                let u = splitmix(r ^ 0xC010);
                 Student {
                     role,
                     seat: ((col as f32 + 0.5) * cell_w, (row as f32 + 0.38) * cell_h),
+                    radii: (radii.0 * scale, radii.1 * scale),
                     phase_offset: r % CYCLE_FRAMES,
-                    skin: shade([205, 160, 130], r),
-                    hair: shade([60, 40, 30], r >> 24),
-                    shirt: shade([60 + (r % 150) as u8, 90, 150], r >> 40),
+                    look: draw::Look {
+                        skin: shade(SKINS[(u % 4) as usize], r, light),
+                        hair: shade(HAIRS[((u >> 8) % 4) as usize], r >> 24, light),
+                        shirt: shade([60 + (r % 150) as u8, 90, 150], r >> 40, light),
+                        book: shade([40 + (u >> 16) as u8 % 180, 60, 140], u >> 24, light),
+                    },
                 }
             })
             .collect();
-        let background = Self::draw_background(&config, cell_w, cell_h, rows, cols, radii);
+        let background = Self::draw_background(&config, cell_w, cell_h, rows, cols, radii, light);
+        let len = config.width as usize * config.height as usize * 3;
+        let mut noise_state = config.seed ^ 0x0015E;
+        let noise = (0..len)
+            .map(|_| {
+                noise_state = splitmix(noise_state);
+                (noise_state % 13) as i8 - 6
+            })
+            .collect();
         Ok(GeneratedSource {
             // A cell in 12 frames, but never so slow that the walk outlasts the cycle.
             speed: (cell_w / 12.0).max((w + 2.0 * rx) / 96.0),
             radii,
             students,
             background,
+            noise,
             config,
             next: 0,
             started: None,
@@ -209,10 +257,20 @@ impl GeneratedSource {
         (0..self.students.len())
             .filter_map(|s| {
                 let (cx, cy) = self.face_centre(s, index)?;
-                let bbox = self.visible_box(cx, cy)?;
-                Some(GeneratedFace { student: s, bbox })
+                let bbox = self.visible_box(cx, cy, self.students[s].radii)?;
+                let state = self.state_at(s, index);
+                Some(GeneratedFace {
+                    student: s,
+                    bbox,
+                    state,
+                })
             })
             .collect()
+    }
+
+    /// The scripted state of student `s` in frame `index` (whether visible or not).
+    pub fn state_at(&self, s: usize, index: u64) -> usize {
+        script::state_of(self.config.seed, s, index / self.config.state_frames)
     }
 
     /// Face centre of student `s` in frame `t`, or `None` while away (off-screen included).
@@ -228,7 +286,13 @@ impl GeneratedSource {
             * self.radii.1
             * 2.0
             * (tf * std::f32::consts::TAU / (55.0 + 5.0 * s as f32) + 2.0 * s as f32).sin();
-        let seated = (st.seat.0 + sway_x, st.seat.1 + sway_y);
+        // A tired head hangs lower.
+        let droop = if self.state_at(s, t) == script::FATIGUE {
+            0.15 * st.radii.1
+        } else {
+            0.0
+        };
+        let seated = (st.seat.0 + sway_x, st.seat.1 + sway_y + droop);
         match st.role {
             Role::Steady => Some(seated),
             Role::Leaver => {
@@ -273,8 +337,8 @@ impl GeneratedSource {
     }
 
     /// The clamped box of a face centred at (`cx`, `cy`), if at least half of it is inside.
-    fn visible_box(&self, cx: f32, cy: f32) -> Option<[f32; 4]> {
-        let (rx, ry) = self.radii;
+    fn visible_box(&self, cx: f32, cy: f32, radii: (f32, f32)) -> Option<[f32; 4]> {
+        let (rx, ry) = radii;
         let (w, h) = (self.config.width as f32, self.config.height as f32);
         let full = [cx - rx, cy - ry, cx + rx, cy + ry];
         let clamped = [
@@ -294,16 +358,23 @@ impl GeneratedSource {
         rows: usize,
         cols: usize,
         radii: (f32, f32),
+        light: f32,
     ) -> RgbImage {
+        let tint = splitmix(config.seed ^ 0x3A11);
+        let wall = [
+            170 + (tint % 40) as u8,
+            170 + ((tint >> 8) % 40) as u8,
+            150 + ((tint >> 16) % 40) as u8,
+        ];
         let mut image = RgbImage::from_fn(config.width, config.height, |_, y| {
-            let g = 200 - (40 * y / config.height.max(1)) as u8;
-            Rgb([g, g, g.saturating_sub(15)])
+            let fade = 40 * y / config.height.max(1);
+            Rgb(wall.map(|c| (f32::from(c.saturating_sub(fade as u8)) * light) as u8))
         });
         for row in 0..rows {
             for col in 0..cols {
                 let cx = (col as f32 + 0.5) * cell_w;
                 let top = (row as f32 + 0.38) * cell_h + 3.2 * radii.1;
-                fill_rect(
+                draw::fill_rect(
                     &mut image,
                     [
                         cx - 2.4 * radii.0,
@@ -311,16 +382,26 @@ impl GeneratedSource {
                         cx + 2.4 * radii.0,
                         top + 0.9 * radii.1,
                     ],
-                    Rgb([120, 85, 50]),
+                    shade([120, 85, 50], tint >> 24, light),
                 );
             }
         }
         image
     }
 
+    /// The picture of frame `index` (what [`FrameSource::next_frame`] delivers as frame
+    /// `index`), in any order.
+    pub fn render(&self, index: u64) -> RgbImage {
+        self.draw_frame(index)
+    }
+
+    /// The source's settings.
+    pub fn config(&self) -> &GeneratedConfig {
+        &self.config
+    }
+
     fn draw_frame(&self, index: u64) -> RgbImage {
         let mut image = self.background.clone();
-        let (rx, ry) = self.radii;
         // Walkers last, so that they pass in front of the seated students.
         let order = self
             .students
@@ -334,75 +415,13 @@ impl GeneratedSource {
                     .filter(|(_, s)| s.role == Role::Walker),
             );
         for (s, st) in order {
-            let Some((cx, cy)) = self.face_centre(s, index) else {
-                continue;
-            };
-            fill_rect(
-                &mut image,
-                [cx - 1.6 * rx, cy + 0.9 * ry, cx + 1.6 * rx, cy + 3.4 * ry],
-                st.shirt,
-            );
-            fill_ellipse(
-                &mut image,
-                (cx, cy - 0.25 * ry),
-                (1.05 * rx, 0.9 * ry),
-                st.hair,
-            );
-            fill_ellipse(
-                &mut image,
-                (cx, cy + 0.1 * ry),
-                (0.92 * rx, 0.88 * ry),
-                st.skin,
-            );
-            let eye = (0.14 * rx).max(1.0);
-            for side in [-0.38, 0.38] {
-                fill_ellipse(
-                    &mut image,
-                    (cx + side * rx, cy),
-                    (eye, eye),
-                    Rgb([30, 25, 25]),
-                );
+            if let Some(centre) = self.face_centre(s, index) {
+                let state = self.state_at(s, index);
+                draw::student(&mut image, &st.look, centre, st.radii, state, index);
             }
-            fill_rect(
-                &mut image,
-                [cx - 0.3 * rx, cy + 0.45 * ry, cx + 0.3 * rx, cy + 0.55 * ry],
-                Rgb([150, 70, 70]),
-            );
         }
+        draw::add_noise(&mut image, &self.noise, index);
         image
-    }
-}
-
-fn fill_rect(image: &mut RgbImage, b: [f32; 4], colour: Rgb<u8>) {
-    let (w, h) = (image.width() as f32, image.height() as f32);
-    let (x0, y0) = (b[0].clamp(0.0, w) as u32, b[1].clamp(0.0, h) as u32);
-    let (x1, y1) = (b[2].clamp(0.0, w) as u32, b[3].clamp(0.0, h) as u32);
-    for y in y0..y1 {
-        for x in x0..x1 {
-            image.put_pixel(x, y, colour);
-        }
-    }
-}
-
-fn fill_ellipse(image: &mut RgbImage, centre: (f32, f32), radii: (f32, f32), colour: Rgb<u8>) {
-    let (cx, cy) = centre;
-    let (rx, ry) = radii;
-    let (w, h) = (image.width() as f32, image.height() as f32);
-    let (x0, y0) = (
-        (cx - rx).clamp(0.0, w) as u32,
-        (cy - ry).clamp(0.0, h) as u32,
-    );
-    let (x1, y1) = (
-        (cx + rx).clamp(0.0, w) as u32,
-        (cy + ry).clamp(0.0, h) as u32,
-    );
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let (dx, dy) = ((x as f32 + 0.5 - cx) / rx, (y as f32 + 0.5 - cy) / ry);
-            if dx * dx + dy * dy <= 1.0 {
-                image.put_pixel(x, y, colour);
-            }
-        }
     }
 }
 
@@ -467,22 +486,46 @@ mod tests {
     }
 
     #[test]
-    fn annotations_cover_drawn_skin_and_faces_sit_apart_when_seated() {
+    fn annotations_cover_drawn_skin() {
         let mut src = source(6, 1);
+        let faces = src.faces_at(0);
         let frame = src.next_frame().expect("frame").expect("frame");
-        let boxes = frame.annotations.expect("annotated");
-        assert!(!boxes.is_empty());
-        for b in &boxes {
+        assert!(!faces.is_empty());
+        for f in &faces {
+            let b = f.bbox;
             let (cx, cy) = (
                 ((b[0] + b[2]) / 2.0) as u32,
                 ((b[1] + b[3]) / 2.0 + 2.0) as u32,
             );
             let px = frame.image.get_pixel(cx, cy);
+            let skin = src.students[f.student].look.skin;
+            // The noise adds at most 6 to each channel.
             assert!(
-                px[0] > 150 && px[0] > px[2],
-                "no skin at the centre of {b:?}: {px:?}"
+                px.0.iter().zip(skin.0).all(|(p, s)| p.abs_diff(s) <= 6),
+                "no skin at the centre of {b:?}: {px:?} vs {skin:?}"
             );
         }
+    }
+
+    #[test]
+    fn states_follow_the_script_and_change_only_between_segments() {
+        let src = GeneratedSource::new(GeneratedConfig {
+            students: NonZeroUsize::new(30).expect("non-zero"),
+            state_frames: 50,
+            ..GeneratedConfig::default()
+        })
+        .expect("valid config");
+        for f in src.faces_at(10) {
+            assert_eq!(f.state, script::state_of(0, f.student, 0));
+            assert_eq!(src.state_at(f.student, 49), f.state);
+        }
+        let changed = (0..30)
+            .filter(|&s| src.state_at(s, 49) != src.state_at(s, 50))
+            .count();
+        assert!(changed > 10, "a new segment redraws the states: {changed}");
+        let states: std::collections::BTreeSet<usize> =
+            (0..30).map(|s| src.state_at(s, 0)).collect();
+        assert_eq!(states.len(), 5, "30 students show every state: {states:?}");
     }
 
     #[test]
