@@ -14,6 +14,8 @@
 //!   differences, embedding cosine, per-stage latency. Backends are chosen by name
 //!   ([`backends`]).
 //! - [`collect`]: preprocessed crops for the exporter's static int8 calibration (bench only).
+//! - [`synth`]: a labelled synthetic classroom dataset in the RAER layout (the demo model's
+//!   training data and held-out checks).
 //!
 //! Design: the command line is parsed, then resolved once ([`plan`]) into the verified
 //! bundle, the loaded backend(s), the parsed list file, the box files and the face detector:
@@ -50,5 +52,6 @@ pub mod plan;
 pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod synth;
 
 pub use error::{ClipError, ClipIssue, Error};

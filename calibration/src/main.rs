@@ -62,6 +62,35 @@ enum Command {
     /// /255 scaling), exactly what the firmware's preprocessing makes, at --per-clip evenly
     /// spread sampled positions of each clip. DIR must not already hold images.
     Collect(CollectArgs),
+    /// Write a labelled dataset of the synthetic classroom (scripted states, the frames
+    /// `caerd --demo` sees) in the RAER layout: train/val/test lists, official face and body
+    /// box files, and a face-only body box file. Prints a summary as JSON.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// Dataset root (created; must be new or empty).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Clips of the training split.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    train: usize,
+    /// Clips of the validation split.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    val: usize,
+    /// Clips of the held-out test split.
+    #[arg(long, value_name = "N", default_value_t = 150)]
+    test: usize,
+    /// Frames per clip (at least 16).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    frames: usize,
+    /// Seed of the dataset.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Only 640x360 rooms (quick datasets).
+    #[arg(long)]
+    small_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +292,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fit(args) => run_fit(args),
         Command::Compare(args) => run_compare(args),
         Command::Collect(args) => run_collect(args),
+        Command::Synth(args) => {
+            let plan = caer_calibrate::synth::SynthPlan {
+                out_dir: args.out,
+                clips: [args.train, args.val, args.test],
+                frames: args.frames,
+                seed: args.seed,
+                small_only: args.small_only,
+            };
+            print_json(&caer_calibrate::synth::run(&plan)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -11,3 +11,4 @@ mod errors;
 mod eval;
 mod fit;
 mod golden;
+mod synth;
