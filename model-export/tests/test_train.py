@@ -59,6 +59,41 @@ def test_training_lowers_the_loss_and_writes_the_best_checkpoint(tmp_path, capsy
     load_model(out / "best.pt")
 
 
+def test_principal_patch_filters_give_centred_unit_variance_tokens():
+    import torch
+
+    from caer_export.model import ClipCaer, ModelDims
+    from caer_export.train import principal_patch_filters
+    from caer_export.weights import randomize
+
+    model = randomize(ClipCaer(ModelDims.tiny()), 0)
+    crops = torch.rand(8, 3, 224, 224) * 0.3 + torch.linspace(0.2, 0.6, 8)[:, None, None, None]
+    before = model.image_encoder.positional_embedding.detach().clone()
+    principal_patch_filters(model, crops)
+    v = model.image_encoder
+    tokens = v.conv1(crops).flatten(2).transpose(1, 2) + (v.positional_embedding[1:] - before[1:])
+    flat = tokens.reshape(-1, tokens.shape[-1]).detach()
+    assert flat.mean(0).abs().max() < 1e-3  # the patches' mean is folded away
+    assert torch.allclose(flat.std(0), torch.ones(flat.shape[1]), atol=1e-2)
+
+
+def test_scratch_recipe_learns_from_random_weights(tmp_path, capsys):
+    root = make_dataset(tmp_path / "data", clips_per_class=2, frames=16)
+    out = tmp_path / "run"
+    code = main([
+        "train", "--train-list", str(root / "train.txt"), "--val-list", str(root / "train.txt"),
+        "--face-boxes", str(root / "faces.json"), "--body-boxes", str(root / "bodies.json"),
+        "--random-init", "--size", "tiny", "--recipe", "scratch", "--pretrain-steps", "150",
+        "--out", str(out), "--epochs", "10", "--batch-size", "5", "--quiet", "--seed", "1",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    pretrain = [json.loads(line) for line in printed.splitlines() if line.startswith('{"pretrain_step"')]
+    assert pretrain[-1]["loss"] < 0.5 * np.log(5), pretrain  # the encoder learnt the colours
+    history = json.loads((out / "history.json").read_text())
+    assert max(h["uar"] for h in history) >= 80.0, history
+
+
 def test_malformed_lists_and_boxes_name_the_line_or_file(tmp_path):
     root = make_dataset(tmp_path / "data", clips_per_class=1, frames=3)
     bad = root / "bad.txt"
