@@ -29,8 +29,9 @@ use caer::daemon::config::{DaemonConfig, DEFAULT_CONFIG_PATH};
 use caer::daemon::{self, Exit, RunOptions};
 use clap::Parser;
 
-/// The fixture bundle committed with the sources, used by `--demo`.
-const DEMO_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/bundle");
+/// The demo model committed with the sources (trained on the synthetic classroom by
+/// `scripts/train-demo-model.sh`), used by `--demo`.
+const DEMO_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../model-export/demo/bundle");
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,7 +51,7 @@ struct Args {
     /// temporary directory.
     #[arg(long)]
     demo: bool,
-    /// Model bundle for --demo (default: the committed fixture, tests/golden/bundle).
+    /// Model bundle for --demo (default: the committed demo model, model-export/demo/bundle).
     #[arg(long, value_name = "DIR", requires = "demo")]
     bundle: Option<PathBuf>,
     /// Stop after this long, e.g. 30s or 2m (the current interval is recorded first).

@@ -44,6 +44,12 @@ pub fn fixture_bundle() -> PathBuf {
     repo_root().join("tests/golden/bundle")
 }
 
+/// The committed demo model: small, trained on the scripted classroom
+/// (`model-export/demo/README.md`).
+pub fn demo_bundle() -> PathBuf {
+    repo_root().join("model-export/demo/bundle")
+}
+
 /// Finds an executable on `PATH` or in the usual sbin directories (Debian puts mosquitto in
 /// `/usr/sbin`, which is not on a normal user's `PATH`).
 pub fn find_program(name: &str) -> Option<PathBuf> {

@@ -344,9 +344,11 @@ impl DaemonConfig {
             },
             source: SourceConfig {
                 generated: GeneratedConfig {
-                    width: 320,
-                    height: 240,
-                    students: std::num::NonZeroUsize::new(8).expect("8 is not zero"),
+                    width: 960,
+                    height: 540,
+                    students: std::num::NonZeroUsize::new(12).expect("12 is not zero"),
+                    // a new scripted state every 30 s at 10 fps: the room changes as you watch
+                    state_frames: 300,
                     ..GeneratedConfig::default()
                 },
                 ..SourceConfig::of_kind(SourceKind::Generated)
