@@ -218,8 +218,28 @@ fn retained_oversized_and_floods_of_changes_are_answered_not_obeyed() {
             .unwrap()
             .contains("retained"));
     };
+    // A retained command likewise: a pause left on the broker must not pause the device.
+    subscriber.publish_with(
+        &format!("{PREFIX}/cmd"),
+        json!({"schema": "caer.cmd.v1", "id": "kept-pause", "command": "pause"}).to_string(),
+        true,
+    );
     let mut daemon = Daemon::start(CAERD, dir.path(), &config, &[]);
     retained_ack(&subscriber, 0);
+    let acks = subscriber.wait_for(Duration::from_secs(30), "the retained command's ack", |m| {
+        m.iter().any(|m| m.topic.ends_with("/cmd/ack"))
+    });
+    let cmd_ack = acks
+        .iter()
+        .find(|m| m.topic.ends_with("/cmd/ack"))
+        .unwrap()
+        .json();
+    assert_eq!(
+        (&cmd_ack["ok"], &cmd_ack["id"]),
+        (&json!(false), &json!("kept-pause")),
+        "{cmd_ack}"
+    );
+    assert!(cmd_ack.to_string().contains("retained"), "{cmd_ack}");
     wait_running(&subscriber);
 
     // A 10 MB change gets an error ack, and the connection stays.
