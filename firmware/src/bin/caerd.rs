@@ -31,7 +31,22 @@ use clap::Parser;
 
 /// The demo model committed with the sources (trained on the synthetic classroom by
 /// `scripts/train-demo-model.sh`), used by `--demo`.
+/// The demo model in the source tree this binary was built from.
 const DEMO_BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../model-export/demo/bundle");
+/// The demo model beside an installed binary: `<prefix>/share/caer/models/demo` for
+/// `<prefix>/bin/caerd` (the Debian package: /usr/bin and /usr/share).
+const DEMO_BUNDLE_INSTALLED: &str = "share/caer/models/demo";
+
+/// The demo model: the installed one beside this binary, else the source tree's.
+fn demo_bundle() -> PathBuf {
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(DEMO_BUNDLE_INSTALLED)));
+    match installed {
+        Some(dir) if dir.join("manifest.json").is_file() => dir,
+        _ => PathBuf::from(DEMO_BUNDLE),
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,7 +66,8 @@ struct Args {
     /// temporary directory.
     #[arg(long)]
     demo: bool,
-    /// Model bundle for --demo (default: the committed demo model, model-export/demo/bundle).
+    /// Model bundle for --demo (default: the committed demo model, model-export/demo/bundle,
+    /// or /usr/share/caer/models/demo where the package installed it).
     #[arg(long, value_name = "DIR", requires = "demo")]
     bundle: Option<PathBuf>,
     /// Stop after this long, e.g. 30s or 2m (the current interval is recorded first).
@@ -60,6 +76,10 @@ struct Args {
     /// Stop after this many frames from the source.
     #[arg(long, value_name = "N")]
     frames: Option<std::num::NonZeroU64>,
+    /// Analyse every frame, timed by the frame rate rather than the clock (sets
+    /// `source.lockstep`): the figures then do not depend on the machine's speed.
+    #[arg(long)]
+    lockstep: bool,
     /// Longest wait at shutdown for the broker to acknowledge outstanding records.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     drain: Duration,
@@ -88,10 +108,7 @@ fn runtime(error: impl Into<anyhow::Error>) -> Failure {
 fn run(args: Args) -> Result<Exit, Failure> {
     let (mut config, config_path, demo_dir) = if args.demo {
         let dir = std::env::temp_dir().join(format!("caerd-demo-{}", std::process::id()));
-        let bundle = args
-            .bundle
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEMO_BUNDLE));
+        let bundle = args.bundle.clone().unwrap_or_else(demo_bundle);
         (DaemonConfig::demo(bundle, dir.clone()), None, Some(dir))
     } else {
         let path = args
@@ -108,6 +125,9 @@ fn run(args: Args) -> Result<Exit, Failure> {
     };
     if let Some(frames) = args.frames {
         config.source.max_frames = Some(frames);
+    }
+    if args.lockstep {
+        config.source.lockstep = true;
     }
     let validated = config.validate().map_err(|errors| match &config_path {
         Some(path) => usage(anyhow::anyhow!("{}: {errors}", path.display())),

@@ -1,13 +1,15 @@
 //! The capture thread: frames from the source, paced, through the privacy gate, into the
-//! drop-oldest frame queue.
+//! drop-oldest frame queue (in lockstep: unpaced, waiting for room, nothing dropped).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::daemon::board::{lock_privacy, SharedPrivacy};
 use crate::daemon::build::SourceOpener;
+use crate::daemon::pace::Pace;
 use crate::daemon::running::Flags;
 use crate::daemon::Metrics;
+use crate::pipeline::frame::Frame;
 use crate::pipeline::schedule::FrameQueue;
 use crate::pipeline::source::{FrameSource, SourceError};
 
@@ -30,6 +32,8 @@ pub(super) struct Capture {
     pub(super) privacy: Option<SharedPrivacy>,
     pub(super) fps: f64,
     pub(super) max_frames: Option<u64>,
+    /// Live (paced, drop-oldest) or lockstep (every frame, frame times from `fps`).
+    pub(super) pace: Pace,
 }
 
 impl Capture {
@@ -100,12 +104,14 @@ pub(super) fn capture_loop(
             continue;
         }
         let now = Instant::now();
-        if now < next_at {
-            std::thread::sleep((next_at - now).min(Duration::from_millis(100)));
-            continue;
+        if !capture.pace.is_lockstep() {
+            if now < next_at {
+                std::thread::sleep((next_at - now).min(Duration::from_millis(100)));
+                continue;
+            }
+            // Keep the cadence, but never try to catch up a backlog.
+            next_at = (next_at + period).max(now);
         }
-        // Keep the cadence, but never try to catch up a backlog.
-        next_at = (next_at + period).max(now);
         let Some(source) = capture.source.as_mut() else {
             continue;
         };
@@ -116,10 +122,14 @@ pub(super) fn capture_loop(
                 if !capture.allowed(!flags.paused.load(Ordering::Relaxed)) {
                     continue;
                 }
-                frame.captured_at = Instant::now();
+                frame.captured_at = capture.pace.frame_time(delivered);
                 delivered += 1;
                 metrics.frames_captured.fetch_add(1, Ordering::Relaxed);
-                if !queue.push(frame) {
+                let queued = match capture.pace {
+                    Pace::Live => queue.push(frame),
+                    Pace::Lockstep { .. } => push_in_lockstep(queue, frame, flags),
+                };
+                if !queued {
                     break Ok(CaptureEnd::Stopped);
                 }
             }
@@ -141,6 +151,18 @@ pub(super) fn capture_loop(
     }
     queue.close();
     end
+}
+
+/// Waits for room for `frame` (lockstep: nothing is dropped); false once the queue is
+/// closed or the pipeline stops.
+fn push_in_lockstep(queue: &FrameQueue, mut frame: Frame, flags: &Flags) -> bool {
+    loop {
+        match queue.push_wait(frame, Duration::from_millis(100)) {
+            Ok(queued) => return queued,
+            Err(_) if flags.stop.load(Ordering::Relaxed) => return false,
+            Err(back) => frame = back,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +301,7 @@ mod tests {
             privacy: Some(crate::daemon::board::Privacy::new(controller).shared()),
             fps: 200.0,
             max_frames: None,
+            pace: Pace::Live,
         };
         let queue = Arc::new(FrameQueue::new(std::num::NonZeroUsize::new(1000).unwrap()));
         let flags = Flags::new(false);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::daemon::build::{ModelParts, Parts, SourceOpener};
 use crate::daemon::metrics::{Metrics, Stage};
+use crate::daemon::pace::Pace;
 use crate::daemon::publish::{lock_outbox, SharedOutbox, SinkMessage};
 use crate::daemon::running::Flags;
 use crate::daemon::PipelineError;
@@ -237,19 +238,28 @@ struct Interval {
     start: Instant,
     start_wall: SystemTime,
     captured_before: u64,
+    /// Frames taken from the queue in this interval (lockstep: the frames it captured, the
+    /// capture thread being up to a queue ahead).
+    popped: u64,
+    lockstep: bool,
 }
 
 impl Interval {
-    fn begin(start: Instant, metrics: &Metrics) -> Self {
+    fn begin(start: Instant, pace: &Pace, metrics: &Metrics) -> Self {
         Interval {
             start,
-            start_wall: SystemTime::now(),
+            start_wall: pace.wall(start),
             captured_before: metrics.frames_captured.load(Ordering::Relaxed),
+            popped: 0,
+            lockstep: pace.is_lockstep(),
         }
     }
 
     /// Frames the source captured since the interval began (analysed or dropped).
     fn captured(&self, metrics: &Metrics) -> u64 {
+        if self.lockstep {
+            return self.popped;
+        }
         metrics
             .frames_captured
             .load(Ordering::Relaxed)
@@ -258,9 +268,11 @@ impl Interval {
 }
 
 /// Writes one interval's record to the outbox and wakes the sink.
+#[allow(clippy::too_many_arguments)]
 fn publish_interval(
     aggregator: &mut Aggregator,
     interval: &Interval,
+    end: SystemTime,
     stamp: &RecordStamp,
     outbox: &SharedOutbox,
     sink: &SyncSender<SinkMessage>,
@@ -280,7 +292,6 @@ fn publish_interval(
         Aggregate::Published(f) => (false, f.students),
         Aggregate::Suppressed(_) => (true, 0),
     };
-    let end = SystemTime::now();
     let appended = lock_outbox(outbox).append(|seq| {
         let record = EngagementRecord::new(&context, seq, interval.start_wall, end, aggregate);
         serde_json::to_vec(&record).expect("an engagement record always serialises")
@@ -297,49 +308,87 @@ fn publish_interval(
 }
 
 /// The inference thread: frames from the queue through the stages; one record per interval.
+/// Live, an interval ends by the clock; in lockstep, by the times of the frames (the first
+/// frame at or past its end closes it), so that the figures do not depend on speed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn inference_loop(
     mut stages: Stages,
     queue: &FrameQueue,
     flags: &Flags,
+    pace: Pace,
     stamp: &RecordStamp,
     outbox: &SharedOutbox,
     sink: &SyncSender<SinkMessage>,
     metrics: &Metrics,
 ) -> Result<(), PipelineError> {
-    let publish = |aggregator: &mut Aggregator, interval: &Interval| {
-        publish_interval(aggregator, interval, stamp, outbox, sink, metrics);
+    let publish = |aggregator: &mut Aggregator, interval: &Interval, end: Instant| {
+        let end = pace.wall(end);
+        publish_interval(aggregator, interval, end, stamp, outbox, sink, metrics);
     };
-    let mut interval = Interval::begin(Instant::now(), metrics);
+    let mut interval = Interval::begin(pace.start(), &pace, metrics);
+    // In lockstep after a pause: the next interval begins at the next frame.
+    let mut begin_at_next_frame = false;
+    // In lockstep, the stream's time: the last frame's.
+    let mut stream_now = interval.start;
     let mut was_paused = false;
     loop {
         stages.set_rate_factor(flags.sampling_factor());
         let paused = flags.paused.load(Ordering::Relaxed);
+        let now = |stream_now: Instant| {
+            if pace.is_lockstep() {
+                stream_now
+            } else {
+                Instant::now()
+            }
+        };
         if paused && !was_paused {
-            publish(&mut stages.aggregator, &interval);
+            publish(&mut stages.aggregator, &interval, now(stream_now));
             stages.reset_tracks();
             tracing::info!("paused: no frame is captured or analysed");
         } else if !paused && was_paused {
-            interval = Interval::begin(Instant::now(), metrics);
+            if pace.is_lockstep() {
+                begin_at_next_frame = true;
+            } else {
+                interval = Interval::begin(Instant::now(), &pace, metrics);
+            }
             tracing::info!("resumed");
         }
         was_paused = paused;
         let next_report = interval.start + stamp.report_interval;
-        let wait = next_report
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
+        let wait = if pace.is_lockstep() {
+            Duration::from_millis(100)
+        } else {
+            next_report
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        };
         match queue.pop(wait) {
-            Popped::Frame(frame) if !paused => stages.process(&frame, metrics)?,
+            Popped::Frame(frame) if !paused => {
+                if pace.is_lockstep() {
+                    stream_now = frame.captured_at;
+                    if std::mem::take(&mut begin_at_next_frame) {
+                        interval = Interval::begin(frame.captured_at, &pace, metrics);
+                    }
+                    while frame.captured_at >= interval.start + stamp.report_interval {
+                        let end = interval.start + stamp.report_interval;
+                        publish(&mut stages.aggregator, &interval, end);
+                        interval = Interval::begin(end, &pace, metrics);
+                    }
+                }
+                interval.popped += 1;
+                stages.process(&frame, metrics)?
+            }
             Popped::Frame(_) | Popped::Empty => {}
             Popped::Closed => {
                 if !paused {
-                    publish(&mut stages.aggregator, &interval);
+                    publish(&mut stages.aggregator, &interval, now(stream_now));
                 }
                 return Ok(());
             }
         }
-        if !paused && Instant::now() >= next_report {
-            publish(&mut stages.aggregator, &interval);
-            interval = Interval::begin(next_report, metrics);
+        if !pace.is_lockstep() && !paused && Instant::now() >= next_report {
+            publish(&mut stages.aggregator, &interval, next_report);
+            interval = Interval::begin(next_report, &pace, metrics);
         }
     }
 }

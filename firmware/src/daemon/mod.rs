@@ -56,6 +56,7 @@ mod capture;
 mod error;
 mod inference;
 mod metrics;
+mod pace;
 mod running;
 mod supervisor;
 

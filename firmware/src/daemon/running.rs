@@ -16,6 +16,7 @@ use crate::daemon::fleet::{BackendStatus, ModelInfo};
 use crate::daemon::inference::inference_loop;
 use crate::daemon::inference::RecordStamp;
 use crate::daemon::inference::Stages;
+use crate::daemon::pace::Pace;
 use crate::daemon::publish::{SharedOutbox, SinkMessage};
 use crate::daemon::DaemonError;
 use crate::daemon::Metrics;
@@ -90,6 +91,7 @@ impl Pipeline {
             crate::daemon::config::remote::queue_byte_budget(c),
         ));
         let flags = Flags::new(paused);
+        let pace = Pace::new(c.source.lockstep, c.source.fps);
         // Frames dropped by earlier pipelines' queues stay counted.
         let capture = {
             let (queue, flags, metrics) = (queue.clone(), flags.clone(), metrics.clone());
@@ -99,6 +101,7 @@ impl Pipeline {
                 privacy,
                 fps: c.source.fps,
                 max_frames: c.source.max_frames.map(|m| m.get()),
+                pace,
             };
             std::thread::Builder::new()
                 .name("caer-capture".into())
@@ -114,7 +117,9 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("caer-inference".into())
                 .spawn(move || {
-                    inference_loop(stages, &queue, &flags, &stamp, &outbox, &sink, &metrics)
+                    inference_loop(
+                        stages, &queue, &flags, pace, &stamp, &outbox, &sink, &metrics,
+                    )
                 })
                 .map_err(|source| DaemonError::Spawn {
                     name: "inference",

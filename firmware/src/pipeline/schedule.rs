@@ -4,7 +4,9 @@
 //! - [`FrameQueue`] joins the capture thread to the inference thread. A camera cannot be
 //!   told to wait, so when the queue is full the **oldest** frame is dropped (the newest is
 //!   what the classroom looks like now), and the drop is counted in an atomic counter
-//!   that stats can read at any time ([`FrameQueue::dropped_total`]).
+//!   that stats can read at any time ([`FrameQueue::dropped_total`]). A source that can
+//!   wait (a file replayed in lockstep) uses [`FrameQueue::push_wait`] instead: it waits for
+//!   room and nothing is dropped.
 //! - [`TrackSampler`] decides which tracked faces of a frame go to the classifier: each
 //!   track at most `rate_hz` times per second of capture time (default 2), so a clip of
 //!   `T` = 16 samples spans 8 s whatever the camera's frame rate. Due times advance by the
@@ -54,6 +56,8 @@ pub struct FrameQueue {
     max_bytes: usize,
     state: Mutex<QueueState>,
     ready: Condvar,
+    /// Notified when a frame leaves (room for [`FrameQueue::push_wait`]).
+    room: Condvar,
     pushed: AtomicU64,
     dropped: AtomicU64,
 }
@@ -77,6 +81,7 @@ impl FrameQueue {
                 closed: false,
             }),
             ready: Condvar::new(),
+            room: Condvar::new(),
             pushed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
@@ -111,6 +116,34 @@ impl FrameQueue {
         true
     }
 
+    /// Queues `frame` without dropping any: waits up to `timeout` for room. `Ok(true)`:
+    /// queued; `Ok(false)`: the queue is closed (`frame` dropped); `Err(frame)`: still full.
+    pub fn push_wait(&self, frame: Frame, timeout: Duration) -> Result<bool, Frame> {
+        let size = frame.image.as_raw().len();
+        let full = |s: &mut QueueState| {
+            !s.closed
+                && (s.frames.len() == self.capacity
+                    || (!s.frames.is_empty() && s.bytes + size > self.max_bytes))
+        };
+        let state = self.lock();
+        let (mut state, _) = self
+            .room
+            .wait_timeout_while(state, timeout, full)
+            .unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Ok(false);
+        }
+        if full(&mut state) {
+            return Err(frame);
+        }
+        state.bytes += size;
+        state.frames.push_back(frame);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+        drop(state);
+        self.ready.notify_one();
+        Ok(true)
+    }
+
     /// The oldest frame, waiting up to `timeout` for one.
     pub fn pop(&self, timeout: Duration) -> Popped {
         let state = self.lock();
@@ -121,6 +154,8 @@ impl FrameQueue {
         match state.frames.pop_front() {
             Some(frame) => {
                 state.bytes -= frame.image.as_raw().len();
+                drop(state);
+                self.room.notify_one();
                 Popped::Frame(frame)
             }
             None if state.closed => Popped::Closed,
@@ -132,6 +167,7 @@ impl FrameQueue {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+        self.room.notify_all();
     }
 
     /// Frames queued now.
@@ -378,6 +414,61 @@ mod tests {
         assert_eq!(seen.len() as u64 + q.dropped_total(), 500);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "frames out of order");
         assert_eq!(seen.last(), Some(&499), "newest frame was dropped");
+    }
+
+    /// A producer that waits (lockstep) beside a slow consumer: every frame arrives, in
+    /// order, and the queue never holds more than its capacity.
+    #[test]
+    fn push_wait_loses_no_frame_and_stays_bounded() {
+        let q = Arc::new(queue(2));
+        let consumer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                loop {
+                    match q.pop(Duration::from_secs(5)) {
+                        Popped::Frame(f) => {
+                            seen.push(f.sequence);
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Popped::Empty => panic!("producer stalled"),
+                        Popped::Closed => return seen,
+                    }
+                }
+            })
+        };
+        let mut max_len = 0;
+        for s in 0..100 {
+            let mut f = frame(s);
+            loop {
+                match q.push_wait(f, Duration::from_millis(50)) {
+                    Ok(queued) => {
+                        assert!(queued, "queue closed early");
+                        break;
+                    }
+                    Err(back) => f = back,
+                }
+            }
+            max_len = max_len.max(q.len());
+        }
+        q.close();
+        let seen = consumer.join().expect("consumer");
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(q.dropped_total(), 0);
+        assert!(max_len <= 2, "queue held {max_len} frames");
+    }
+
+    #[test]
+    fn push_wait_gives_the_frame_back_when_full_and_refuses_when_closed() {
+        let q = queue(1);
+        assert_eq!(q.push_wait(frame(1), Duration::ZERO).ok(), Some(true));
+        let back = q.push_wait(frame(2), Duration::from_millis(5));
+        assert_eq!(back.err().map(|f| f.sequence), Some(2));
+        q.close();
+        assert_eq!(
+            q.push_wait(frame(3), Duration::from_secs(5)).ok(),
+            Some(false)
+        );
     }
 
     fn face(id: u64) -> TrackedFace {

@@ -342,3 +342,55 @@ fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
     println!("video e2e: at most {most} students in an interval");
     assert!((27..=29).contains(&most), "students counted: {most}");
 }
+
+/// The engagement records `caerd --demo --lockstep --frames N` prints on stdout.
+fn lockstep_demo_records(frames: u32) -> Vec<Value> {
+    let out = std::process::Command::new(CAERD)
+        .args(["--demo", "--lockstep", "--frames", &frames.to_string()])
+        .output()
+        .expect("run caerd --demo");
+    assert!(out.status.success(), "caerd --demo: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["schema"] == "caer.engagement.v2")
+        .collect()
+}
+
+/// Lockstep: the demo (10 fps, 5 s intervals) is slower than real time in a debug build, yet
+/// every frame is analysed, the intervals follow the frames' times (50 frames each, exactly
+/// 5 s long), and a second run publishes the same figures (what the aarch64 check relies on).
+#[test]
+fn lockstep_analyses_every_frame_and_two_runs_publish_the_same_figures() {
+    let first = lockstep_demo_records(60);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0]["frames_analysed"], 50);
+    assert_eq!(first[1]["frames_analysed"], 10);
+    for r in &first {
+        assert_eq!(r["coverage"], 1.0, "{r}");
+    }
+    let time = |r: &Value, key: &str| {
+        humantime::parse_rfc3339(r[key].as_str().expect("a time")).expect("RFC 3339")
+    };
+    let length = time(&first[0], "interval_end")
+        .duration_since(time(&first[0], "interval_start"))
+        .expect("end after start");
+    assert_eq!(length, Duration::from_secs(5));
+    assert_eq!(
+        time(&first[0], "interval_end"),
+        time(&first[1], "interval_start")
+    );
+    let figures = |records: Vec<Value>| -> Vec<Value> {
+        records
+            .into_iter()
+            .map(|mut r| {
+                let o = r.as_object_mut().expect("an object");
+                for wall_clock in ["seq", "interval_start", "interval_end"] {
+                    o.remove(wall_clock);
+                }
+                r
+            })
+            .collect()
+    };
+    assert_eq!(figures(first), figures(lockstep_demo_records(60)));
+}

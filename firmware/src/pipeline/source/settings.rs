@@ -47,6 +47,12 @@ pub struct SourceConfig {
     /// Stop after this many frames (the daemon then flushes and exits); none: run on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frames: Option<NonZeroU64>,
+    /// Analyse every frame: the source waits for the pipeline instead of being paced and
+    /// dropping late frames, and frame times (sampling, report intervals, record times)
+    /// follow `fps` from the start instead of the clock. For replaying recordings and for
+    /// comparing two builds on the same frames; not for a camera, which cannot wait.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lockstep: bool,
     /// Settings of the `generated` source.
     #[serde(default)]
     pub generated: GeneratedConfig,
@@ -73,6 +79,7 @@ impl SourceConfig {
             kind,
             fps: default_fps(),
             max_frames: None,
+            lockstep: false,
             generated: GeneratedConfig::default(),
             frame_dir: None,
             v4l2: V4l2Config::default(),
@@ -105,6 +112,12 @@ impl SourceConfig {
                 Some(_) => {}
             },
             SourceKind::V4l2 => {
+                if self.lockstep {
+                    v.push(
+                        "lockstep",
+                        "a camera cannot wait for the pipeline: not with \"v4l2\"",
+                    );
+                }
                 if !cfg!(feature = "v4l2") {
                     v.push(
                         "kind",
