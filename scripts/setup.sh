@@ -22,6 +22,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 scripts/build-deps.sh
+# The aarch64 (Jetson) build and the Debian packages: Debian's Rust with its arm64 standard
+# library, the cross toolchain, qemu-user; cargo-deb and lintian.
+scripts/aarch64.sh deps
+scripts/package.sh deps
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")

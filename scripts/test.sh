@@ -11,7 +11,12 @@
 #   5. the slow ones (the full-size ViT-B/32 export, ~1 GB of files): run only when steps 1-4
 #      took less than CAER_SLOW_BUDGET_S seconds (default 3600; the CI limit is 90 min), or
 #      always with CAER_SLOW=always, never with CAER_SLOW=never. A slow test that runs and
-#      fails fails the script.
+#      fails fails the script;
+#   6. the Jetson build: caerd for aarch64 (scripts/aarch64.sh: Debian's Rust and cross
+#      toolchain), its demo and the firmware's parity tests under qemu-user;
+#   7. the Debian packages for amd64 and arm64 (scripts/package.sh): built, lintian, installed
+#      on this machine (as root), verified, removed and purged.
+#      CAER_CROSS=never skips 6 and 7 (e.g. on a machine without Debian's arm64 packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -51,3 +56,16 @@ if [ "$run_slow" = 1 ]; then
 else
   step "pytest model-export (slow): skipped, ${SECONDS} s so far (budget ${budget} s, CAER_SLOW=${CAER_SLOW:-if-time})"
 fi
+
+if [ "${CAER_CROSS:-always}" = never ]; then
+  step "aarch64 and packages: skipped (CAER_CROSS=never)"
+  exit 0
+fi
+step "aarch64: build caerd (${SECONDS} s so far)"
+scripts/aarch64.sh build
+step "aarch64: the demo and the parity tests under qemu-user"
+scripts/aarch64.sh check
+step "Debian packages: build (amd64, arm64) and check"
+scripts/package.sh build
+scripts/package.sh check
+step "done in ${SECONDS} s"

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Installs caerd on a Jetson (JetPack), or into a staged root filesystem with --root.
+# Installs caerd on a Jetson (JetPack) from its Debian package, with a model bundle; or stages
+# both into a root filesystem with --root.
 #
-# Puts in place:
-#   /usr/local/bin/caerd                         the daemon (--bin)
-#   /etc/caer/caerd.toml                         from the example (--config-example), only if absent
-#   /var/lib/caer/models/<bundle>/               the model bundle (--models), replaced as a whole
-#   /etc/systemd/system/caerd.service            the unit (+ caerd.service.d/jetson-gpu.conf, --gpu)
-#   /etc/sysusers.d/caer.conf                    the caer user and the gpio group
-#   /etc/tmpfiles.d/caer.conf                    ownership of /etc/caer and /var/lib/caer
-#   /etc/udev/rules.d/99-caer-gpio.rules         /dev/gpiochip* to the gpio group
+# The package (scripts/package.sh builds it: caerd_<version>_arm64.deb) holds:
+#   /usr/bin/caerd                                the daemon
+#   /usr/lib/systemd/system/caerd.service         the unit
+#   /usr/lib/sysusers.d/caer.conf                 the caer user and the gpio group
+#   /usr/lib/tmpfiles.d/caer.conf                 ownership of /etc/caer and /var/lib/caer
+#   /lib/udev/rules.d/99-caer-gpio.rules          /dev/gpiochip* to the gpio group
+#   /etc/caer/caerd.toml                          the example config (a conffile: kept on upgrade)
+#   /usr/share/caer/models/demo/                  the demo model (caerd --demo)
+#   /usr/share/caer/jetson-gpu.conf               the Jetson GPU drop-in (installed with --gpu)
+# This script adds:
+#   /var/lib/caer/models/<bundle>/                the model bundle (--models), replaced as a whole
+#   /etc/systemd/system/caerd.service.d/jetson-gpu.conf   with --gpu (TensorRT / CUDA path)
 # and enables caerd.service.
 #
-# On the live system (no --root) it also creates the accounts (systemd-sysusers), applies the
-# ownership (systemd-tmpfiles), reloads udev and systemd. With --root DIR it only writes files
-# under DIR (and the enable symlink); the accounts and ownership are then applied at first boot
-# by systemd-sysusers.service and systemd-tmpfiles-setup.service.
+# On the live system (no --root) the package is installed with apt-get (dpkg registers it;
+# its postinst creates the account and the ownership). With --root DIR the package's files
+# are unpacked into DIR (dpkg-deb -x, for building an image; the package is then not
+# registered in DIR's dpkg database) and the account and ownership are applied at first boot
+# by systemd-sysusers.service and systemd-tmpfiles-setup.service; an existing
+# DIR/etc/caer/caerd.toml is kept.
 #
 # Idempotent: a second run gives the same result and keeps an existing /etc/caer/caerd.toml.
-# The unit, sysusers, tmpfiles and udev files are taken from ../systemd next to this script.
 
 set -euo pipefail
 
@@ -29,9 +35,7 @@ usage() {
 Usage: install-jetson.sh [OPTIONS]
 
 Options:
-  --bin FILE              caerd binary for aarch64 (default: ./caerd)
-  --config-example FILE   example config, installed as /etc/caer/caerd.toml if absent
-                          (default: ./caerd.example.toml)
+  --deb FILE              the caerd Debian package (default: the only ./caerd_*.deb)
   --models DIR            model bundle directory (with manifest.json), installed as
                           /var/lib/caer/models/<name of DIR> (default: ./models)
   --root DIR              install into DIR (a staged root filesystem) instead of /
@@ -52,8 +56,7 @@ log() {
     printf '%s: %s\n' "$PROG" "$*"
 }
 
-BIN=./caerd
-CONFIG_EXAMPLE=./caerd.example.toml
+DEB=
 MODELS=./models
 ROOT=/
 GPU=0
@@ -71,8 +74,7 @@ need_value() {
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --bin) need_value "$@"; BIN=$2; shift ;;
-        --config-example) need_value "$@"; CONFIG_EXAMPLE=$2; shift ;;
+        --deb) need_value "$@"; DEB=$2; shift ;;
         --models) need_value "$@"; MODELS=$2; shift ;;
         --root) need_value "$@"; ROOT=$2; shift ;;
         --gpu) GPU=1 ;;
@@ -101,17 +103,18 @@ run() {
 }
 
 # Inputs.
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-SYSTEMD_DIR=$(cd -- "$SCRIPT_DIR/../systemd" 2>/dev/null && pwd) ||
-    die "no systemd/ directory next to $SCRIPT_DIR (run the script from its source tree)"
-for f in caerd.service caer.sysusers caer.tmpfiles 99-caer-gpio.rules \
-    caerd.service.d/jetson-gpu.conf; do
-    [ -f "$SYSTEMD_DIR/$f" ] || die "missing $SYSTEMD_DIR/$f (run the script from its source tree)"
-done
-if [ ! -f "$BIN" ] || [ ! -x "$BIN" ]; then
-    die "caerd binary '$BIN' is missing or not executable (--bin FILE)"
+if [ -z "$DEB" ]; then
+    shopt -s nullglob
+    debs=(./caerd_*.deb)
+    shopt -u nullglob
+    [ "${#debs[@]}" = 1 ] || die "pass the package with --deb FILE (found ${#debs[@]} ./caerd_*.deb)"
+    DEB=${debs[0]}
 fi
-[ -f "$CONFIG_EXAMPLE" ] || die "example config '$CONFIG_EXAMPLE' is missing (--config-example FILE)"
+[ -f "$DEB" ] || die "package '$DEB' is missing (--deb FILE)"
+command -v dpkg-deb >/dev/null || die "'dpkg-deb' not found: is this a Debian or Ubuntu system?"
+PACKAGE=$(dpkg-deb --field "$DEB" Package 2>/dev/null) || die "'$DEB' is not a Debian package"
+[ "$PACKAGE" = caerd ] || die "'$DEB' is the package '$PACKAGE', not caerd"
+DEB=$(cd -- "$(dirname -- "$DEB")" && pwd)/$(basename -- "$DEB")
 [ -d "$MODELS" ] || die "model bundle '$MODELS' is not a directory (--models DIR)"
 MODELS=$(cd -- "$MODELS" && pwd)
 [ -f "$MODELS/manifest.json" ] || die "model bundle '$MODELS' has no manifest.json"
@@ -128,39 +131,38 @@ else
 fi
 if [ "$LIVE" = 1 ] && [ "$DRY_RUN" = 0 ]; then
     [ "$(id -u)" = 0 ] || die "must run as root on the live system (or use --dry-run, or --root DIR)"
-    for tool in systemd-sysusers systemd-tmpfiles systemctl install; do
-        command -v "$tool" >/dev/null || die "'$tool' not found: is this a systemd system?"
+    for tool in apt-get systemd-tmpfiles systemctl install; do
+        command -v "$tool" >/dev/null || die "'$tool' not found: is this a systemd Debian system?"
     done
 fi
 
-log "installing into ${ROOT}$([ "$DRY_RUN" = 1 ] && printf ' (dry run: nothing is changed)')"
+log "installing $(dpkg-deb --field "$DEB" Version) ($(dpkg-deb --field "$DEB" Architecture)) into ${ROOT}$([ "$DRY_RUN" = 1 ] && printf ' (dry run: nothing is changed)')"
 
-# Accounts and ownership rules first: the live steps below need the caer user.
-run install -D -m 0644 "$SYSTEMD_DIR/caer.sysusers" "$R/etc/sysusers.d/caer.conf"
-run install -D -m 0644 "$SYSTEMD_DIR/caer.tmpfiles" "$R/etc/tmpfiles.d/caer.conf"
-run install -D -m 0644 "$SYSTEMD_DIR/99-caer-gpio.rules" "$R/etc/udev/rules.d/99-caer-gpio.rules"
+# The package: installed (live), or its files unpacked (staged root).
 if [ "$LIVE" = 1 ]; then
-    run systemd-sysusers /etc/sysusers.d/caer.conf
+    run apt-get install -y --no-install-recommends "$DEB"
 else
-    log "accounts: created at first boot by systemd-sysusers from /etc/sysusers.d/caer.conf"
+    if [ "$DRY_RUN" = 1 ]; then
+        STAGE='<staging dir>'
+    else
+        STAGE=$(mktemp -d)
+        trap 'rm -rf -- "$STAGE"' EXIT
+    fi
+    run dpkg-deb -x "$DEB" "$STAGE"
+    if [ -e "$R/etc/caer/caerd.toml" ]; then
+        log "keeping the existing config $R/etc/caer/caerd.toml"
+        run rm "$STAGE/etc/caer/caerd.toml"
+    fi
+    run cp -a "$STAGE/." "$R/"
+    log "accounts and ownership: applied at first boot (systemd-sysusers, systemd-tmpfiles)"
 fi
 
-# Binary and unit.
-run install -D -m 0755 "$BIN" "$R/usr/local/bin/caerd"
-run install -D -m 0644 "$SYSTEMD_DIR/caerd.service" "$R/etc/systemd/system/$UNIT"
+# The GPU drop-in (from the package).
 DROPIN=$R/etc/systemd/system/$UNIT.d/jetson-gpu.conf
 if [ "$GPU" = 1 ]; then
-    run install -D -m 0644 "$SYSTEMD_DIR/caerd.service.d/jetson-gpu.conf" "$DROPIN"
+    run install -D -m 0644 "$R/usr/share/caer/jetson-gpu.conf" "$DROPIN"
 elif [ -e "$DROPIN" ]; then
     log "keeping the GPU drop-in from an earlier --gpu install: $DROPIN"
-fi
-
-# Config: only from the example when there is none yet.
-run install -d -m 0750 "$R/etc/caer"
-if [ -e "$R/etc/caer/caerd.toml" ]; then
-    log "keeping the existing config $R/etc/caer/caerd.toml"
-else
-    run install -m 0640 "$CONFIG_EXAMPLE" "$R/etc/caer/caerd.toml"
 fi
 
 # Model bundle: copied next to the old one, then swapped in.
@@ -176,27 +178,22 @@ fi
 run mv "$DEST.new" "$DEST"
 run rm -rf "$DEST.old"
 
-# Ownership, udev and systemd on the live system.
+# Ownership and systemd on the live system.
 if [ "$LIVE" = 1 ]; then
-    run systemd-tmpfiles --create /etc/tmpfiles.d/caer.conf
-    if command -v udevadm >/dev/null || [ "$DRY_RUN" = 1 ]; then
-        run udevadm control --reload-rules
-        run udevadm trigger --subsystem-match=gpio --action=add
-    fi
+    run systemd-tmpfiles --create caer.conf
     run systemctl daemon-reload
     if [ "$ENABLE" = 1 ]; then
         run systemctl enable "$UNIT"
+    else
+        run systemctl disable "$UNIT"
     fi
     if [ "$START" = 1 ]; then
         run systemctl restart "$UNIT"
     fi
-else
-    log "ownership: applied at first boot by systemd-tmpfiles from /etc/tmpfiles.d/caer.conf"
-    if [ "$ENABLE" = 1 ]; then
-        # What `systemctl enable` does for WantedBy=multi-user.target.
-        run install -d -m 0755 "$R/etc/systemd/system/multi-user.target.wants"
-        run ln -sfn "/etc/systemd/system/$UNIT" "$R/etc/systemd/system/multi-user.target.wants/$UNIT"
-    fi
+elif [ "$ENABLE" = 1 ]; then
+    # What `systemctl enable` does for WantedBy=multi-user.target.
+    run install -d -m 0755 "$R/etc/systemd/system/multi-user.target.wants"
+    run ln -sfn "/usr/lib/systemd/system/$UNIT" "$R/etc/systemd/system/multi-user.target.wants/$UNIT"
 fi
 
-log "done: caerd -> $R/usr/local/bin/caerd, models -> $DEST, config $R/etc/caer/caerd.toml"
+log "done: caerd -> $R/usr/bin/caerd, models -> $DEST, config $R/etc/caer/caerd.toml"

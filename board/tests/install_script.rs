@@ -6,12 +6,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{crate_dir, require_tool, write};
+use crate::common::{crate_dir, fake_package, require_tool, write};
 
-/// A fake release (binary, example config, model bundle) and an empty fake root.
+/// A fake release (a stand-in caerd package, a model bundle) and an empty fake root.
 struct Fixture {
     _dir: tempfile::TempDir,
     release: PathBuf,
+    deb: PathBuf,
     root: PathBuf,
     /// Stub commands that record any call: a dry run must not reach them.
     stubs: PathBuf,
@@ -37,10 +38,7 @@ impl Fixture {
         let release = dir.path().join("release");
         let root = dir.path().join("root");
         let stubs = dir.path().join("stubs");
-        write(&release, "caerd", "#!/bin/sh\necho caerd\n");
-        fs::set_permissions(release.join("caerd"), fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        write(&release, "caerd.example.toml", "# example config\n");
+        let deb = fake_package(dir.path(), "# example config\n");
         write(
             &release,
             "clip-caer/manifest.json",
@@ -60,6 +58,7 @@ impl Fixture {
         Self {
             _dir: dir,
             release,
+            deb,
             root,
             stubs,
         }
@@ -67,13 +66,8 @@ impl Fixture {
 
     fn script_args(&self) -> Vec<String> {
         vec![
-            "--bin".into(),
-            self.release.join("caerd").display().to_string(),
-            "--config-example".into(),
-            self.release
-                .join("caerd.example.toml")
-                .display()
-                .to_string(),
+            "--deb".into(),
+            self.deb.display().to_string(),
             "--models".into(),
             self.release.join("clip-caer").display().to_string(),
         ]
@@ -96,8 +90,15 @@ impl Fixture {
         self.root.display().to_string()
     }
 
+    /// The stubs' calls, except dpkg-deb removing its own temporary directory (it runs `rm`
+    /// from `PATH` when it reads the package's fields).
     fn stub_calls(&self) -> String {
-        fs::read_to_string(self.stubs.join("called")).unwrap_or_default()
+        fs::read_to_string(self.stubs.join("called"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !(l.starts_with("rm -rf -- ") && l.contains("/dpkg-deb.")))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 }
 
@@ -151,15 +152,11 @@ fn dry_run_into_a_fake_root_prints_every_step_and_changes_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let root = fx.root_arg();
     for expected in [
-        format!("+ install -D -m 0755 {} {root}/usr/local/bin/caerd", fx.release.join("caerd").display()),
-        format!("{root}/etc/systemd/system/caerd.service"),
-        format!("{root}/etc/systemd/system/caerd.service.d/jetson-gpu.conf"),
-        format!("+ install -m 0640 {} {root}/etc/caer/caerd.toml", fx.release.join("caerd.example.toml").display()),
-        format!("{root}/etc/sysusers.d/caer.conf"),
-        format!("{root}/etc/tmpfiles.d/caer.conf"),
-        format!("{root}/etc/udev/rules.d/99-caer-gpio.rules"),
+        format!("+ dpkg-deb -x {} \\<staging\\ dir\\>", fx.deb.display()),
+        format!("+ cp -a \\<staging\\ dir\\>/. {root}/"),
+        format!("+ install -D -m 0644 {root}/usr/share/caer/jetson-gpu.conf {root}/etc/systemd/system/caerd.service.d/jetson-gpu.conf"),
         format!("+ mv {root}/var/lib/caer/models/clip-caer.new {root}/var/lib/caer/models/clip-caer"),
-        format!("+ ln -sfn /etc/systemd/system/caerd.service {root}/etc/systemd/system/multi-user.target.wants/caerd.service"),
+        format!("+ ln -sfn /usr/lib/systemd/system/caerd.service {root}/etc/systemd/system/multi-user.target.wants/caerd.service"),
         "dry run: nothing is changed".to_owned(),
     ] {
         assert!(stdout.contains(&expected), "missing {expected:?}\n{}", text(&out));
@@ -179,10 +176,12 @@ fn dry_run_on_the_live_system_lists_the_system_steps_and_runs_none() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let steps: Vec<&str> = stdout.lines().filter(|l| l.starts_with("+ ")).collect();
     for expected in [
-        "+ systemd-sysusers /etc/sysusers.d/caer.conf",
-        "+ install -D -m 0755",
-        "+ systemd-tmpfiles --create /etc/tmpfiles.d/caer.conf",
-        "+ udevadm trigger --subsystem-match=gpio --action=add",
+        format!(
+            "+ apt-get install -y --no-install-recommends {}",
+            fx.deb.display()
+        )
+        .as_str(),
+        "+ systemd-tmpfiles --create caer.conf",
         "+ systemctl daemon-reload",
         "+ systemctl enable caerd.service",
         "+ systemctl restart caerd.service",
@@ -193,9 +192,10 @@ fn dry_run_on_the_live_system_lists_the_system_steps_and_runs_none() {
             text(&out)
         );
     }
-    // The accounts exist before anything is chowned to them, and the unit before it is enabled.
+    // The package (its postinst creates the accounts) before anything is chowned to them, and
+    // the unit before it is enabled.
     let position = |p: &str| steps.iter().position(|s| s.starts_with(p)).expect(p);
-    assert!(position("+ systemd-sysusers") < position("+ systemd-tmpfiles"));
+    assert!(position("+ apt-get install") < position("+ systemd-tmpfiles"));
     assert!(position("+ systemctl daemon-reload") < position("+ systemctl enable"));
     assert_eq!(fx.stub_calls(), "", "a dry run ran a command");
 }
@@ -207,13 +207,12 @@ fn real_run_into_a_fake_root_installs_everything_and_a_second_run_changes_nothin
     let out = fx.run(&["--root", &fx.root_arg()], false);
     assert!(out.status.success(), "{}", text(&out));
 
-    let unit = root.join("etc/systemd/system/caerd.service");
+    let unit = root.join("usr/lib/systemd/system/caerd.service");
     assert_eq!(
         fs::read_to_string(&unit).expect("unit"),
         fs::read_to_string(crate_dir().join("systemd/caerd.service")).expect("source unit")
     );
-    assert_eq!(mode(&root.join("usr/local/bin/caerd")), 0o755);
-    assert_eq!(mode(&root.join("etc/caer")), 0o750);
+    assert_eq!(mode(&root.join("usr/bin/caerd")), 0o755);
     let config = root.join("etc/caer/caerd.toml");
     assert_eq!(
         fs::read_to_string(&config).expect("config"),
@@ -221,9 +220,8 @@ fn real_run_into_a_fake_root_installs_everything_and_a_second_run_changes_nothin
     );
     assert_eq!(mode(&config), 0o640);
     for rel in [
-        "etc/sysusers.d/caer.conf",
-        "etc/tmpfiles.d/caer.conf",
-        "etc/udev/rules.d/99-caer-gpio.rules",
+        "usr/lib/sysusers.d/caer.conf",
+        "usr/lib/tmpfiles.d/caer.conf",
     ] {
         assert_eq!(mode(&root.join(rel)), 0o644, "{rel}");
     }
@@ -233,7 +231,7 @@ fn real_run_into_a_fake_root_installs_everything_and_a_second_run_changes_nothin
     let wants = root.join("etc/systemd/system/multi-user.target.wants/caerd.service");
     assert_eq!(
         fs::read_link(&wants).expect("enable symlink"),
-        Path::new("/etc/systemd/system/caerd.service")
+        Path::new("/usr/lib/systemd/system/caerd.service")
     );
     assert!(
         !root.join("etc/systemd/system/caerd.service.d").exists(),
@@ -307,6 +305,25 @@ fn sysusers_file_creates_the_caer_account_in_the_fake_root() {
 fn bad_inputs_fail_with_a_clear_message() {
     let fx = Fixture::new();
     let root = fx.root_arg();
+
+    let other = fx.release.join("other.deb");
+    fs::write(&other, "not a package\n").expect("write");
+    let mut cmd = Command::new("bash");
+    let out = cmd
+        .arg(crate_dir().join("deploy/install-jetson.sh"))
+        .args(["--deb", &other.display().to_string(), "--root", &root])
+        .args([
+            "--models",
+            &fx.release.join("clip-caer").display().to_string(),
+        ])
+        .output()
+        .expect("run bash");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a Debian package"),
+        "{}",
+        text(&out)
+    );
 
     fs::remove_file(fx.release.join("clip-caer/manifest.json")).expect("rm");
     let out = fx.run(&["--root", &root], false);

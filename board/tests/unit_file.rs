@@ -58,10 +58,7 @@ fn unit_has_the_required_service_settings_and_hardening() {
         ("PrivateTmp", "true"),
         ("NoNewPrivileges", "true"),
         ("DevicePolicy", "closed"),
-        (
-            "ExecStart",
-            "/usr/local/bin/caerd --config /etc/caer/caerd.toml",
-        ),
+        ("ExecStart", "/usr/bin/caerd --config /etc/caer/caerd.toml"),
     ] {
         assert_eq!(values(&unit, "Service", key), [value], "{key}");
     }
@@ -88,24 +85,15 @@ fn installed_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("root");
     let release = dir.path().join("release");
-    crate::common::write(&release, "caerd", "#!/bin/sh\n");
-    crate::common::write(&release, "caerd.example.toml", "\n");
+    let deb = crate::common::fake_package(dir.path(), "\n");
     crate::common::write(&release, "bundle/manifest.json", "{}\n");
-    let out = Command::new("chmod")
-        .arg("0755")
-        .arg(release.join("caerd"))
-        .output()
-        .expect("chmod");
-    assert!(out.status.success());
     fs::create_dir_all(&root).expect("mkdir");
     let out = Command::new("bash")
         .arg(crate_dir().join("deploy/install-jetson.sh"))
         .arg("--root")
         .arg(&root)
-        .arg("--bin")
-        .arg(release.join("caerd"))
-        .arg("--config-example")
-        .arg(release.join("caerd.example.toml"))
+        .arg("--deb")
+        .arg(&deb)
         .arg("--models")
         .arg(release.join("bundle"))
         .arg("--gpu")
@@ -119,7 +107,7 @@ fn installed_root() -> tempfile::TempDir {
     fs::create_dir_all(root.join("usr/lib/systemd")).expect("mkdir");
     let out = Command::new("cp")
         .arg("-R")
-        .arg(host_units)
+        .arg(format!("{host_units}/."))
         .arg(root.join("usr/lib/systemd/system"))
         .output()
         .expect("cp");
@@ -140,7 +128,7 @@ fn systemd_analyze_verifies_the_installed_unit_and_drop_in() {
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.display()))
-        .arg("/etc/systemd/system/caerd.service")
+        .arg("/usr/lib/systemd/system/caerd.service")
         .output()
         .expect("run systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -159,7 +147,7 @@ fn systemd_analyze_verifies_the_installed_unit_and_drop_in() {
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
         .arg(format!("--root={}", root.display()))
-        .arg("/etc/systemd/system/caerd.service")
+        .arg("/usr/lib/systemd/system/caerd.service")
         .output()
         .expect("run systemd-analyze security");
     let stdout = String::from_utf8_lossy(&out.stdout);

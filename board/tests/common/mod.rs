@@ -115,3 +115,56 @@ impl InputPin for FakeInput {
         self.is_high().map(|h| !h)
     }
 }
+
+/// A stand-in for the caerd package, built with `dpkg-deb --build` at `dir/caerd_test.deb`:
+/// the files `install-jetson.sh` relies on at the package's paths (the real unit, a fake
+/// binary, an example config, the GPU drop-in). The real package is built and checked by
+/// `scripts/package.sh`.
+pub fn fake_package(dir: &Path, config: &str) -> PathBuf {
+    let tree = dir.join("caerd-package");
+    let read = |rel: &str| {
+        std::fs::read_to_string(crate_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    write(
+        &tree,
+        "DEBIAN/control",
+        "Package: caerd\nVersion: 0.1.0-1\nArchitecture: all\nMaintainer: test <t@localhost>\n\
+         Description: caerd test package\n",
+    );
+    write(&tree, "usr/bin/caerd", "#!/bin/sh\necho caerd\n");
+    write(
+        &tree,
+        "usr/lib/systemd/system/caerd.service",
+        &read("systemd/caerd.service"),
+    );
+    write(
+        &tree,
+        "usr/share/caer/jetson-gpu.conf",
+        &read("systemd/caerd.service.d/jetson-gpu.conf"),
+    );
+    write(
+        &tree,
+        "usr/lib/sysusers.d/caer.conf",
+        &read("systemd/caer.sysusers"),
+    );
+    write(
+        &tree,
+        "usr/lib/tmpfiles.d/caer.conf",
+        &read("systemd/caer.tmpfiles"),
+    );
+    write(&tree, "etc/caer/caerd.toml", config);
+    for (rel, mode) in [("usr/bin/caerd", 0o755), ("etc/caer/caerd.toml", 0o640)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tree.join(rel), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    let deb = dir.join("caerd_test.deb");
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(&deb)
+        .output()
+        .expect("run dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb --build: {out:?}");
+    deb
+}
