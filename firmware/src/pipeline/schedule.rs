@@ -372,28 +372,32 @@ mod tests {
         assert!(matches!(q.pop(Duration::from_secs(5)), Popped::Closed));
     }
 
+    /// A consumer thread that takes a frame every `pause` and returns the sequence numbers
+    /// it saw once the queue closes.
+    fn slow_consumer(q: &Arc<FrameQueue>, pause: Duration) -> std::thread::JoinHandle<Vec<u64>> {
+        let q = Arc::clone(q);
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                match q.pop(Duration::from_secs(5)) {
+                    Popped::Frame(f) => {
+                        seen.push(f.sequence);
+                        std::thread::sleep(pause);
+                    }
+                    Popped::Empty => panic!("producer stalled"),
+                    Popped::Closed => return seen,
+                }
+            }
+        })
+    }
+
     /// A producer much faster than its consumer: frames are dropped oldest first, the queue
     /// never holds more than its capacity nor reallocates, and the newest frame survives.
     #[test]
     fn a_slow_consumer_loses_old_frames_and_memory_stays_bounded() {
         let q = Arc::new(queue(4));
         let initial_alloc = q.lock().frames.capacity();
-        let consumer = {
-            let q = Arc::clone(&q);
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                loop {
-                    match q.pop(Duration::from_secs(5)) {
-                        Popped::Frame(f) => {
-                            seen.push(f.sequence);
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        Popped::Empty => panic!("producer stalled"),
-                        Popped::Closed => return seen,
-                    }
-                }
-            })
-        };
+        let consumer = slow_consumer(&q, Duration::from_millis(2));
         let mut max_len = 0;
         for s in 0..500 {
             q.push(frame(s));
@@ -421,22 +425,7 @@ mod tests {
     #[test]
     fn push_wait_loses_no_frame_and_stays_bounded() {
         let q = Arc::new(queue(2));
-        let consumer = {
-            let q = Arc::clone(&q);
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                loop {
-                    match q.pop(Duration::from_secs(5)) {
-                        Popped::Frame(f) => {
-                            seen.push(f.sequence);
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        Popped::Empty => panic!("producer stalled"),
-                        Popped::Closed => return seen,
-                    }
-                }
-            })
-        };
+        let consumer = slow_consumer(&q, Duration::from_millis(1));
         let mut max_len = 0;
         for s in 0..100 {
             let mut f = frame(s);
