@@ -13,9 +13,11 @@ vm_kernel=${CAER_VM_KERNEL_DIR:-/opt/caer/vm/linux}
 # (systemd-analyze) and shellcheck: the board's unit file and install script tests;
 # libclang-dev: the v4l crate's bindings (feature v4l2); python3-venv: the Python environment;
 # qemu-system-x86, busybox-static, cpio, xz-utils: the vivid VM test (tests/tests/vivid.rs);
-# ffmpeg: the video file source and its tests. What the build itself needs: build-deps.sh.
+# ffmpeg: the video file source and its tests; postgresql: the fleet tool's database tests
+# (the tests start their own server; as root they run it as the `postgres` user the package
+# creates). What the build itself needs: build-deps.sh.
 apt_packages=(mosquitto strace systemd shellcheck libclang-dev pkg-config python3-venv
-  qemu-system-x86 busybox-static cpio xz-utils ffmpeg)
+  qemu-system-x86 busybox-static cpio xz-utils ffmpeg postgresql)
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust >= 1.85 with clippy and rustfmt (https://rustup.rs)" >&2

@@ -6,7 +6,8 @@
 #      included (they compile here; they cannot run without a GPU or a camera);
 #   2. the Rust tests with the default features (tract, the pure-Rust backend);
 #   3. the Rust tests again with ONNX Runtime (`--features caer-firmware/ort`), loading the
-#      library from the onnxruntime wheel of the Python environment;
+#      library from the onnxruntime wheel of the Python environment (the fleet tool, which
+#      does not use it, is left out);
 #   4. the Python model pipeline's tests, except those marked `slow`;
 #   5. the slow ones (the full-size ViT-B/32 export, ~1 GB of files): run only when steps 1-4
 #      took less than CAER_SLOW_BUDGET_S seconds (default 3600; the CI limit is 90 min), or
@@ -41,7 +42,8 @@ cargo clippy --workspace --all-targets --locked \
 step "cargo test (tract)"
 cargo test --workspace --locked
 step "cargo test (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
-cargo test --workspace --locked --features caer-firmware/ort,caer-calibrate/ort
+# The fleet tool does not use ONNX Runtime: its tests ran in the step before.
+cargo test --workspace --locked --exclude caer-fleet --features caer-firmware/ort,caer-calibrate/ort
 step "pytest model-export (not slow)"
 "$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider -m "not slow"
 budget=${CAER_SLOW_BUDGET_S:-3600}

@@ -27,6 +27,8 @@ use caer::pipeline::model::bundle::CLASSES;
 use caer::pipeline::source::generated::{GeneratedConfig, GeneratedSource};
 use serde_json::Value;
 
+#[path = "e2e/broker.rs"]
+mod broker;
 #[path = "e2e/util.rs"]
 mod util;
 

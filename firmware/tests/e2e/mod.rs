@@ -2,6 +2,7 @@
 //! privacy test) strace; each test starts what it needs in its own temporary directory.
 
 mod bad_input;
+pub mod broker;
 mod outage;
 mod pipeline;
 mod privacy;

@@ -257,6 +257,60 @@ impl ValidatedConfig {
     }
 }
 
+/// The checks a fleet tool makes before it sends a change: every key must be one a remote
+/// change may touch, and the values must pass the same validation as the file, on top of the
+/// defaults. Paths name the device's files, so only their form is checked here (a string, an
+/// absolute path); the device checks them against its own `remote.allowed_roots`.
+pub fn check_change(patch: &serde_json::Value) -> Result<(), ConfigErrors> {
+    if !patch.is_object() {
+        return Err(ConfigErrors::one(
+            "",
+            "a configuration change must be a JSON object",
+        ));
+    }
+    let mut leaves = Vec::new();
+    collect_leaves("", patch, &mut leaves);
+    let mut issues = Vec::new();
+    let mut without_paths = patch.clone();
+    for (key, value) in leaves {
+        if !REMOTE_KEYS.contains(&key.as_str()) {
+            issues.push(ConfigIssue {
+                reason: "cannot be changed remotely; edit the configuration file".into(),
+                key,
+            });
+        } else if REMOTE_PATH_KEYS.contains(&key.as_str()) {
+            match value.as_str() {
+                Some(path) if Path::new(path).is_absolute() => {}
+                None if value.is_null() => {}
+                _ => issues.push(ConfigIssue {
+                    key: key.clone(),
+                    reason: "must be an absolute path string".into(),
+                }),
+            }
+            if let Some((section, leaf)) = key.split_once('.') {
+                if let Some(map) = without_paths
+                    .get_mut(section)
+                    .and_then(|s| s.as_object_mut())
+                {
+                    map.remove(leaf);
+                }
+            }
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ConfigErrors(issues));
+    }
+    let base = DaemonConfig::from_toml(
+        "[device]\nsite = \"fleet\"\nroom = \"check\"\nid = \"check\"\n[source]\nkind = \"generated\"\n",
+    )?;
+    let mut merged = serde_json::to_value(&base)
+        .map_err(|e| ConfigErrors::one("", format!("cannot serialise the defaults: {e}")))?;
+    merge_json(&mut merged, &without_paths);
+    let config: DaemonConfig = serde_path_to_error::deserialize(merged)
+        .map_err(|e| ConfigErrors::one(path_key(e.path()), e.inner().to_string()))?;
+    config.validate().map(|_| ())
+}
+
 /// Recursive merge: objects merge key by key, `null` removes the key (back to its
 /// default), anything else replaces.
 fn merge_json(base: &mut serde_json::Value, patch: &serde_json::Value) {
@@ -294,6 +348,37 @@ mod tests {
             .into_iter()
             .map(|i| i.key)
             .collect()
+    }
+
+    #[test]
+    fn a_fleet_tool_checks_keys_and_values_but_leaves_paths_to_the_device() {
+        assert!(check_change(&serde_json::json!({"sampling": {"rate_hz": 1.0}})).is_ok());
+        assert!(check_change(&serde_json::json!({"model": {"bundle": "/var/lib/caer/b"}})).is_ok());
+        let keys = |patch| -> Vec<String> {
+            check_change(&patch)
+                .unwrap_err()
+                .0
+                .into_iter()
+                .map(|i| i.key)
+                .collect()
+        };
+        assert_eq!(
+            keys(serde_json::json!({"source": {"kind": "v4l2"}})),
+            ["source.kind"]
+        );
+        assert_eq!(
+            keys(serde_json::json!({"model": {"bundle": "rel/b"}})),
+            ["model.bundle"]
+        );
+        assert_eq!(
+            keys(serde_json::json!({"sampling": {"rate_hz": -1.0}})),
+            ["sampling.rate_hz"]
+        );
+        assert_eq!(
+            keys(serde_json::json!({"sampling": {"rate_hz": "fast"}})),
+            ["sampling.rate_hz"]
+        );
+        assert!(check_change(&serde_json::json!([1])).is_err());
     }
 
     #[test]

@@ -218,6 +218,61 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddress, String> {
     })
 }
 
+impl MqttConfig {
+    /// Reads the password (file or variable) and the TLS files this section names: the
+    /// credentials and the TLS material for `broker` (the only I/O of MQTT set-up; the fleet
+    /// tool takes its broker settings the same way).
+    #[allow(clippy::type_complexity)]
+    pub fn read_secrets(
+        &self,
+        broker: &BrokerAddress,
+    ) -> Result<(Option<(String, Secret)>, Option<TlsMaterial>), MqttSetupError> {
+        let m = self;
+        let read = |key: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| MqttSetupError::File {
+                key,
+                path: path.clone(),
+                source,
+            })
+        };
+        let password = match (&m.password_file, &m.password_env) {
+            (Some(path), _) => {
+                let bytes = read("mqtt.password_file", path)?;
+                let text = String::from_utf8_lossy(&bytes);
+                Some(Secret(text.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            (None, Some(var)) => Some(Secret(
+                std::env::var(var).map_err(|_| MqttSetupError::MissingEnv(var.clone()))?,
+            )),
+            (None, None) => None,
+        };
+        let credentials = m
+            .username
+            .clone()
+            .map(|u| (u, password.unwrap_or(Secret(String::new()))));
+        let tls = match (&m.ca_file, broker.tls) {
+            (Some(ca), true) => {
+                let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+                    (Some(cert), Some(key)) => Some((
+                        read("mqtt.client_cert_file", cert)?,
+                        Secret(
+                            String::from_utf8_lossy(&read("mqtt.client_key_file", key)?)
+                                .into_owned(),
+                        ),
+                    )),
+                    _ => None,
+                };
+                Some(TlsMaterial {
+                    ca: read("mqtt.ca_file", ca)?,
+                    client_auth,
+                })
+            }
+            _ => None,
+        };
+        Ok((credentials, tls))
+    }
+}
+
 /// A password, never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -227,7 +282,8 @@ impl Secret {
     pub fn new(value: String) -> Self {
         Secret(value)
     }
-    fn expose(&self) -> &str {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -314,47 +370,7 @@ impl MqttSettings {
     ) -> Result<MqttSettings, MqttSetupError> {
         let broker = config.broker().ok_or(MqttSetupError::NoBroker)?;
         let m = &config.config().mqtt;
-        let read = |key: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| MqttSetupError::File {
-                key,
-                path: path.clone(),
-                source,
-            })
-        };
-        let password = match (&m.password_file, &m.password_env) {
-            (Some(path), _) => {
-                let bytes = read("mqtt.password_file", path)?;
-                let text = String::from_utf8_lossy(&bytes);
-                Some(Secret(text.trim_end_matches(['\n', '\r']).to_string()))
-            }
-            (None, Some(var)) => Some(Secret(
-                std::env::var(var).map_err(|_| MqttSetupError::MissingEnv(var.clone()))?,
-            )),
-            (None, None) => None,
-        };
-        let credentials = m
-            .username
-            .clone()
-            .map(|u| (u, password.unwrap_or(Secret(String::new()))));
-        let tls = match (&m.ca_file, broker.tls) {
-            (Some(ca), true) => {
-                let client_auth = match (&m.client_cert_file, &m.client_key_file) {
-                    (Some(cert), Some(key)) => Some((
-                        read("mqtt.client_cert_file", cert)?,
-                        Secret(
-                            String::from_utf8_lossy(&read("mqtt.client_key_file", key)?)
-                                .into_owned(),
-                        ),
-                    )),
-                    _ => None,
-                };
-                Some(TlsMaterial {
-                    ca: read("mqtt.ca_file", ca)?,
-                    client_auth,
-                })
-            }
-            _ => None,
-        };
+        let (credentials, tls) = m.read_secrets(broker)?;
         Ok(MqttSettings {
             host: broker.host.clone(),
             port: broker.port,
