@@ -275,7 +275,9 @@ pub fn lines(results: &[DeviceResult]) -> String {
             Outcome::Offline => "offline: not sent".to_string(),
             Outcome::Unknown => "unknown: no status of this device".to_string(),
         };
-        out.push_str(&format!("{}/{}: {what}\n", r.site, r.device));
+        let line = format!("{}/{}: {what}", r.site, r.device);
+        out.push_str(&crate::devices::printable(&line));
+        out.push('\n');
     }
     out
 }

@@ -80,7 +80,15 @@ impl DeviceRow {
     }
 }
 
-/// The readable table.
+/// `text` with every control character (a terminal escape from a hostile device, a
+/// newline that would forge a row) shown as `?`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// The readable table; device-supplied text goes through [`printable`].
 pub fn table(rows: &[DeviceRow]) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
@@ -124,6 +132,10 @@ pub fn table(rows: &[DeviceRow]) -> String {
         })
         .collect();
     let mut out = String::new();
+    let cells: Vec<Vec<String>> = cells
+        .into_iter()
+        .map(|row| row.iter().map(|c| printable(c)).collect())
+        .collect();
     for row in cells {
         let line: Vec<String> = row
             .iter()
@@ -134,4 +146,25 @@ pub fn table(rows: &[DeviceRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_cannot_put_escapes_or_rows_into_the_table() {
+        let view = DeviceView {
+            site: "s".into(),
+            device: "d".into(),
+            status: Some(serde_json::json!({"state": "safe_mode", "room": "r",
+                "reason": "\u{1b}[2J\nd2  s  r  running"})),
+            stats: None,
+            last_seen: None,
+        };
+        let text = table(&[DeviceRow::of(&view, SystemTime::now())]);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.contains('\u{1b}'));
+        assert!(text.contains("safe_mode (?[2J?d2"), "{text}");
+    }
 }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 pub mod broker;
+mod home_assistant;
 mod outage;
 mod pipeline;
 mod privacy;

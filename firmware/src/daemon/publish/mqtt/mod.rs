@@ -36,6 +36,7 @@ use rumqttc::{
     Client, ConnectReturnCode, ConnectionError, Event, Outgoing, Packet, QoS, SubscribeReasonCode,
 };
 
+pub mod discovery;
 mod settings;
 mod state;
 
@@ -118,6 +119,8 @@ pub struct MqttSink {
     failures: u32,
     status: Option<Vec<u8>>,
     status_dirty: bool,
+    /// Home Assistant discovery configurations are due (a connection, Home Assistant's birth).
+    discovery_dirty: bool,
     replies: VecDeque<(ReplyTopic, Vec<u8>)>,
     shutdown: Option<(Instant, Vec<u8>)>,
     last_flush: Instant,
@@ -158,6 +161,7 @@ impl MqttSink {
             failures: 0,
             status: None,
             status_dirty: false,
+            discovery_dirty: false,
             replies: VecDeque::new(),
             shutdown: None,
             last_flush: Instant::now(),
@@ -295,6 +299,15 @@ impl MqttSink {
                         tracing::warn!(%topic, error = %e, "cannot subscribe");
                     }
                 }
+                if let Some(discovery) = &self.settings.discovery {
+                    if let Err(e) = session
+                        .client
+                        .try_subscribe(discovery.birth_topic.clone(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!(topic = %discovery.birth_topic, error = %e, "cannot subscribe");
+                    }
+                    self.discovery_dirty = true;
+                }
                 self.status_dirty = true;
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -333,6 +346,13 @@ impl MqttSink {
     /// with an ack. A retained one is refused (and never applied): it would be applied again
     /// at every connection and every start, undoing later changes.
     fn on_control(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        if let Some(discovery) = &self.settings.discovery {
+            if topic == discovery.birth_topic {
+                // Home Assistant (re)started: it has forgotten non-retained state.
+                self.discovery_dirty |= payload == b"online";
+                return;
+            }
+        }
         let topics = &self.settings.topics;
         let (parsed, reply_topic) = if topic == topics.config_set() {
             (fleet::parse_config_set(payload), ReplyTopic::ConfigAck)
@@ -429,6 +449,20 @@ impl MqttSink {
             } else {
                 self.status_dirty = false;
             }
+        }
+        if self.discovery_dirty {
+            // QoS 0, retained: sent again at every connection and every birth message, so a
+            // lost one costs nothing, and no packet id is taken from the records.
+            let configs = self.settings.discovery.iter().flat_map(|d| &d.configs);
+            self.discovery_dirty = !configs.into_iter().all(|(topic, payload)| {
+                session.publish(
+                    topic.clone(),
+                    QoS::AtMostOnce,
+                    true,
+                    payload.clone(),
+                    Tag::Fire,
+                )
+            });
         }
         while session.in_flight.qos1() < qos1_cap {
             let Some((topic, payload)) = self.replies.pop_front() else {

@@ -51,6 +51,11 @@ pub struct MqttConfig {
     pub reconnect_min_ms: NonZeroU64,
     /// Longest reconnection delay in milliseconds.
     pub reconnect_max_ms: NonZeroU64,
+    /// Home Assistant MQTT discovery: publish retained sensor configurations (the headcount,
+    /// the engaged ratio, the state, the temperature; aggregates only) for Home Assistant.
+    pub home_assistant: bool,
+    /// The discovery prefix Home Assistant listens on.
+    pub home_assistant_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -68,6 +73,8 @@ impl Default for MqttConfig {
             max_in_flight: NonZeroU16::new(16).expect("16 is not zero"),
             reconnect_min_ms: NonZeroU64::new(500).expect("500 is not zero"),
             reconnect_max_ms: NonZeroU64::new(30_000).expect("30000 is not zero"),
+            home_assistant: false,
+            home_assistant_prefix: "homeassistant".into(),
         }
     }
 }
@@ -154,6 +161,12 @@ impl MqttConfig {
             v.push("reconnect_min_ms", "must not exceed mqtt.reconnect_max_ms");
         }
         v.at_most("reconnect_max_ms", self.reconnect_max_ms.get(), 3_600_000);
+        if let Some(reason) = super::discovery::prefix_issue(&self.home_assistant_prefix) {
+            v.push("home_assistant_prefix", reason);
+        }
+        if self.home_assistant && self.url.is_none() {
+            v.push("home_assistant", "is set but mqtt.url is not (no broker)");
+        }
         broker
     }
 }
@@ -337,6 +350,8 @@ pub struct MqttSettings {
     pub topics: Topics,
     /// The last will: the `offline` status payload.
     pub will: Vec<u8>,
+    /// Home Assistant discovery, when `mqtt.home_assistant` is on.
+    pub discovery: Option<super::discovery::Discovery>,
 }
 
 /// A file or variable named by `[mqtt]` that cannot be read.
@@ -383,6 +398,14 @@ impl MqttSettings {
             reconnect_max: Duration::from_millis(m.reconnect_max_ms.get()),
             topics: config.topics().clone(),
             will,
+            discovery: m.home_assistant.then(|| {
+                super::discovery::Discovery::new(
+                    &m.home_assistant_prefix,
+                    &config.config().device,
+                    config.topics(),
+                    env!("CARGO_PKG_VERSION"),
+                )
+            }),
         })
     }
 
