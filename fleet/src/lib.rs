@@ -13,6 +13,7 @@ pub mod devices;
 pub mod error;
 pub mod ingest;
 pub mod report;
+pub mod signing;
 pub mod store;
 pub mod topic;
 pub mod view;

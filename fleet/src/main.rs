@@ -14,7 +14,7 @@ use caer_fleet::devices::{self, DeviceRow};
 use caer_fleet::ingest::{self, IngestOptions};
 use caer_fleet::store::Store;
 use caer_fleet::view::Watch;
-use caer_fleet::{report, FleetError};
+use caer_fleet::{report, signing, FleetError};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -114,6 +114,11 @@ enum Command {
         #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
         batch_wait: Duration,
     },
+    /// Signed bundles and calibration files.
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
+    },
     /// Sequence numbers missing from the database, per device.
     Gaps {
         #[arg(long, env = "CAER_FLEET_DATABASE")]
@@ -140,6 +145,33 @@ enum Command {
         /// Output file, .csv or .svg; none: CSV on stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleAction {
+    /// A new Ed25519 signing key (private key file, mode 0600); prints the public key for
+    /// the devices' model.trusted_keys.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Signs a bundle directory (its manifest.json) or a calibration file: writes <file>.sig.
+    Sign {
+        /// The private key file from `bundle keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// A bundle directory or a calibration.json.
+        path: PathBuf,
+    },
+    /// Checks a bundle or a file as a device with these trusted keys would.
+    Verify {
+        /// A trusted public key (repeat for several).
+        #[arg(long = "trusted", required = true)]
+        trusted: Vec<String>,
+        /// A bundle directory or a calibration.json.
+        path: PathBuf,
     },
 }
 
@@ -262,6 +294,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::json!({"records": stored.records, "duplicates": stored.duplicates,
                                    "rejected": stored.rejected, "updates": stored.updates})
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle { action } => {
+            match action {
+                BundleAction::Keygen { out } => {
+                    let public = signing::keygen(out)?;
+                    println!("{public}");
+                    eprintln!(
+                        "private key: {}; model.trusted_keys = [\"{public}\"]",
+                        out.display()
+                    );
+                }
+                BundleAction::Sign { key, path } => {
+                    let (written, public) = signing::sign(key, path)?;
+                    println!("{}", written.display());
+                    eprintln!("signed by {public}");
+                }
+                BundleAction::Verify { trusted, path } => {
+                    signing::verify(trusted, path)?;
+                    println!("ok");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gaps { database, site } => {

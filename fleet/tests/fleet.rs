@@ -483,3 +483,90 @@ fn config_set_and_cmd_report_each_device_and_fail_on_offline_and_refused() {
     );
     drop((a, b));
 }
+
+#[test]
+fn bundles_signed_by_the_tool_pass_the_devices_check_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    for entry in std::fs::read_dir(support::repo_root().join("tests/golden/bundle")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bundle.join(entry.file_name())).unwrap();
+    }
+    let key = dir.path().join("signing.key");
+    let run = fleet(&["bundle", "keygen", "--out", key.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let public = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Never overwritten.
+    assert!(
+        !fleet(&["bundle", "keygen", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let run = fleet(&[
+        "bundle",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The device's own check accepts it with the key, and refuses it with another.
+    let trusted: caer::pipeline::model::signature::PublicKey = public.parse().unwrap();
+    caer::pipeline::model::bundle::Bundle::load_verified(&bundle, &[trusted]).unwrap();
+    let (_, other) = caer::pipeline::model::signature::generate_key().unwrap();
+    let refused = caer::pipeline::model::bundle::Bundle::load_verified(&bundle, &[other]);
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("not in model.trusted_keys"));
+    let run = fleet(&[
+        "bundle",
+        "verify",
+        "--trusted",
+        &public,
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let run = fleet(&[
+        "bundle",
+        "verify",
+        "--trusted",
+        &other.to_string(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+
+    // A bundle whose files no longer match its manifest is not signed at all.
+    let head = bundle.join("temporal_head.onnx");
+    let mut bytes = std::fs::read(&head).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&head, bytes).unwrap();
+    let run = fleet(&[
+        "bundle",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("temporal_head"));
+}

@@ -129,7 +129,8 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
     let profile = c.policy.profile;
     // The bundle and backend serve the classifier and the BlazeFace detector.
     let loaded = if profile.runs_model() || c.detect.kind == DetectorKind::Blaze {
-        let bundle = Bundle::load(&c.model.bundle)?;
+        let trusted = c.model.trusted_keys();
+        let bundle = Bundle::load_verified(&c.model.bundle, &trusted)?;
         let defaults = SelectOptions::default();
         let options = SelectOptions {
             threads: c.model.threads.unwrap_or(defaults.threads),
@@ -156,7 +157,11 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
     let (model, model_info, backend, coarse) =
         if let Some((bundle, selected)) = loaded.filter(|_| profile.runs_model()) {
             let calibration = match &c.model.calibration {
-                Some(path) => Some(Calibration::load(path, &bundle)?),
+                Some(path) => Some(Calibration::load_verified(
+                    path,
+                    &bundle,
+                    &c.model.trusted_keys(),
+                )?),
                 None => None,
             };
             let status = BackendStatus {

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
+    /// `model.trusted_keys` is set and the manifest's signature is missing or wrong.
+    #[error(transparent)]
+    Signature(#[from] crate::pipeline::model::signature::SignatureError),
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {

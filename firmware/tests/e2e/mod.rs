@@ -8,4 +8,5 @@ mod outage;
 mod pipeline;
 mod privacy;
 mod remote_config;
+mod signed_bundles;
 mod util;

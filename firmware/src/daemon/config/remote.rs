@@ -371,6 +371,10 @@ mod tests {
             ["model.bundle"]
         );
         assert_eq!(
+            keys(serde_json::json!({"model": {"trusted_keys": ["00"]}})),
+            ["model.trusted_keys"]
+        );
+        assert_eq!(
             keys(serde_json::json!({"sampling": {"rate_hz": -1.0}})),
             ["sampling.rate_hz"]
         );

@@ -39,6 +39,8 @@ pub const CLASSES: [&str; NUM_CLASSES] = [
 
 /// The manifest file's name inside a bundle directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Largest manifest read (a real one is a few KiB).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// Largest accepted `input_size`, `frames_per_clip` and `embed_dim` (a sanity bound that keeps
 /// buffer sizes far from overflow).
@@ -296,14 +298,29 @@ impl Bundle {
     /// Hashes every listed file, which takes a moment for the full-size model (a few hundred
     /// MB); do it once at start-up.
     pub fn load(dir: impl Into<PathBuf>) -> Result<Bundle, BundleError> {
+        Bundle::load_verified(dir, &[])
+    }
+
+    /// [`Bundle::load`], and with `trusted` keys (`model.trusted_keys`) not empty, only if
+    /// `manifest.json` carries a valid signature by one of them
+    /// ([`signature`](super::signature)): the manifest holds every file's sha256, so the
+    /// signature covers the whole bundle.
+    pub fn load_verified(
+        dir: impl Into<PathBuf>,
+        trusted: &[super::signature::PublicKey],
+    ) -> Result<Bundle, BundleError> {
         let dir = dir.into();
         let manifest_path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&manifest_path).map_err(|source| BundleError::Io {
-            path: manifest_path.clone(),
-            source,
-        })?;
+        let bytes = crate::pipeline::files::read_capped(&manifest_path, MAX_MANIFEST_BYTES)
+            .map_err(|source| BundleError::Io {
+                path: manifest_path.clone(),
+                source,
+            })?;
+        if !trusted.is_empty() {
+            super::signature::verify(&manifest_path, &bytes, trusted)?;
+        }
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|source| BundleError::ManifestJson {
+            serde_json::from_slice(&bytes).map_err(|source| BundleError::ManifestJson {
                 path: manifest_path.clone(),
                 source,
             })?;

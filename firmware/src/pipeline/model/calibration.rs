@@ -138,6 +138,9 @@ pub struct Calibration {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CalibrationError {
+    /// `model.trusted_keys` is set and the file's signature is missing or wrong.
+    #[error(transparent)]
+    Signature(#[from] super::signature::SignatureError),
     /// The file could not be read or written.
     #[error("cannot access calibration file {}: {source}", path.display())]
     Io {
@@ -204,6 +207,16 @@ impl Calibration {
     /// Reads `path`, checks its schema version and parameters, and refuses it unless it was
     /// fitted for `bundle` (same `model_id` and [`bundle_hash`]).
     pub fn load(path: impl AsRef<Path>, bundle: &Bundle) -> Result<Calibration, CalibrationError> {
+        Self::load_verified(path, bundle, &[])
+    }
+
+    /// [`Calibration::load`], and with `trusted` keys not empty, only if the file carries a
+    /// valid signature by one of them (`<file>.sig`, [`signature`](super::signature)).
+    pub fn load_verified(
+        path: impl AsRef<Path>,
+        bundle: &Bundle,
+        trusted: &[super::signature::PublicKey],
+    ) -> Result<Calibration, CalibrationError> {
         // A calibration is a few hundred bytes; the cap refuses a wrong file (/dev/zero) early.
         let path = path.as_ref();
         let data =
@@ -213,6 +226,9 @@ impl Calibration {
                     source,
                 }
             })?;
+        if !trusted.is_empty() {
+            super::signature::verify(path, &data, trusted)?;
+        }
         let text = String::from_utf8_lossy(&data);
         let calibration = Self::from_json(&text, path)?;
         calibration.check_bundle(bundle, path)?;

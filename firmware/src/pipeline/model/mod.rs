@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod calibration;
 pub mod classify;
 pub mod sampling;
+pub mod signature;
 pub mod window;
 
 use std::num::NonZeroUsize;
@@ -44,6 +45,11 @@ pub struct ModelConfig {
     /// in `status`. A file made for another bundle is refused (safe mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration: Option<PathBuf>,
+    /// Ed25519 public keys (64 hex digits each) whose signature a bundle's `manifest.json`
+    /// and the calibration file must carry (`<file>.sig`; several keys: rotation). Empty:
+    /// no signature required. Local only: a remote change cannot touch it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
 }
 
 /// Default of `model.bundle`.
@@ -58,6 +64,7 @@ impl Default for ModelConfig {
             backend: BackendChoice::default(),
             threads: None,
             calibration: None,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -69,5 +76,18 @@ impl ModelConfig {
         if let Some(threads) = self.threads {
             v.at_most("threads", threads.get(), 256);
         }
+        for key in &self.trusted_keys {
+            if let Err(reason) = key.parse::<signature::PublicKey>() {
+                v.push("trusted_keys", format!("{key:?} {reason}"));
+            }
+        }
+    }
+
+    /// `trusted_keys`, parsed (the ones that do not parse are refused by [`Self::issues`]).
+    pub fn trusted_keys(&self) -> Vec<signature::PublicKey> {
+        self.trusted_keys
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .collect()
     }
 }
