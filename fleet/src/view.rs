@@ -15,6 +15,11 @@ use crate::check::MAX_MESSAGE_BYTES;
 use crate::error::FleetError;
 use crate::topic;
 
+/// Most devices kept in view, and most acks kept while waiting: a flood of made-up device
+/// topics cannot take the tool's memory.
+pub const MAX_DEVICES: usize = 100_000;
+const MAX_ACKS: usize = 100_000;
+
 /// What is known of one device.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceView {
@@ -171,6 +176,9 @@ impl Watch {
             return;
         }
         if t.leaf.ends_with("/ack") {
+            if self.acks.len() >= MAX_ACKS {
+                return;
+            }
             self.acks.push(AckSeen {
                 site: t.site,
                 device: t.device,
@@ -178,14 +186,15 @@ impl Watch {
             });
             return;
         }
-        let view = self
-            .devices
-            .entry((t.site.clone(), t.device.clone()))
-            .or_insert_with(|| DeviceView {
-                site: t.site.clone(),
-                device: t.device.clone(),
-                ..DeviceView::default()
-            });
+        let key = (t.site.clone(), t.device.clone());
+        if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(&key) {
+            return;
+        }
+        let view = self.devices.entry(key).or_insert_with(|| DeviceView {
+            site: t.site.clone(),
+            device: t.device.clone(),
+            ..DeviceView::default()
+        });
         view.last_seen = Some(SystemTime::now());
         match t.leaf.as_str() {
             "status" => view.status = Some(json),
