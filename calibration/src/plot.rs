@@ -18,17 +18,19 @@ const GREY: RGBColor = RGBColor(150, 150, 150);
 const LIGHT: RGBColor = RGBColor(225, 225, 225);
 const RED: RGBColor = RGBColor(214, 96, 77);
 
-/// An RGB8 picture being drawn.
-struct Canvas {
+/// An RGB8 picture being drawn (also used by `caer-fleet report` for its PNG).
+pub struct Canvas {
     width: u32,
     height: u32,
     pixels: Vec<u8>,
 }
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+/// What [`Canvas::shapes`] draws on.
+pub type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 impl Canvas {
-    fn new(width: u32, height: u32) -> Canvas {
+    /// A white picture.
+    pub fn new(width: u32, height: u32) -> Canvas {
         Canvas {
             width,
             height,
@@ -37,7 +39,7 @@ impl Canvas {
     }
 
     /// Draws shapes with plotters.
-    fn shapes(
+    pub fn shapes(
         &mut self,
         path: &Path,
         draw: impl FnOnce(
@@ -58,7 +60,7 @@ impl Canvas {
     }
 
     /// Draws `text` with its top-left corner at `(x, y)`, each font pixel `scale` pixels.
-    fn text(&mut self, x: i32, y: i32, text: &str, scale: u32, color: RGBColor) {
+    pub fn text(&mut self, x: i32, y: i32, text: &str, scale: u32, color: RGBColor) {
         let scale = scale as i32;
         for (i, c) in text.chars().enumerate() {
             let code = if c.is_ascii() {
@@ -85,19 +87,19 @@ impl Canvas {
     }
 
     /// A figure's title, subtitle and legend line, top left.
-    fn header(&mut self, title: &str, subtitle: &str, legend: &str) {
+    pub fn header(&mut self, title: &str, subtitle: &str, legend: &str) {
         self.text(10, 10, title, 2, BLACK);
         self.text(10, 36, subtitle, 1, BLACK);
         self.text(10, 52, legend, 1, GREY);
     }
 
     /// Width in pixels of `text` at `scale`.
-    fn text_width(text: &str, scale: u32) -> i32 {
+    pub fn text_width(text: &str, scale: u32) -> i32 {
         (text.chars().count() as u32 * 8 * scale) as i32
     }
 
     /// Draws `text` centred on `cx`.
-    fn text_centred(&mut self, cx: i32, y: i32, text: &str, scale: u32, color: RGBColor) {
+    pub fn text_centred(&mut self, cx: i32, y: i32, text: &str, scale: u32, color: RGBColor) {
         self.text(
             cx - Self::text_width(text, scale) / 2,
             y,
@@ -107,7 +109,8 @@ impl Canvas {
         );
     }
 
-    fn fill(&mut self, x: i32, y: i32, w: i32, h: i32, color: RGBColor) {
+    /// Fills a rectangle.
+    pub fn fill(&mut self, x: i32, y: i32, w: i32, h: i32, color: RGBColor) {
         for py in y.max(0)..(y + h).min(self.height as i32) {
             for px in x.max(0)..(x + w).min(self.width as i32) {
                 let i = (py as usize * self.width as usize + px as usize) * 3;
@@ -116,7 +119,8 @@ impl Canvas {
         }
     }
 
-    fn save(self, path: &Path) -> Result<(), Error> {
+    /// Encodes the picture as PNG into `path`.
+    pub fn save(self, path: &Path) -> Result<(), Error> {
         let image = image::RgbImage::from_raw(self.width, self.height, self.pixels)
             .expect("the buffer holds width * height pixels");
         image

@@ -127,7 +127,7 @@ enum Command {
         #[arg(long)]
         site: Option<String>,
     },
-    /// Engagement over time for a room (or a whole site), as CSV or SVG.
+    /// Engagement over time for a room (or a whole site), as CSV, SVG or PNG.
     Report {
         #[arg(long, env = "CAER_FLEET_DATABASE")]
         database: String,
@@ -142,7 +142,7 @@ enum Command {
         /// To (RFC 3339), exclusive.
         #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
         to: SystemTime,
-        /// Output file, .csv or .svg; none: CSV on stdout.
+        /// Output file, .csv, .svg or .png; none: CSV on stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -352,9 +352,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) if path.extension().is_some_and(|e| e == "csv") => {
                     (report::csv(&rows), Some(path))
                 }
+                Some(path) if path.extension().is_some_and(|e| e == "png") => {
+                    report::png(&rows, &title, path).map_err(|reason| FleetError::Write {
+                        what: path.display().to_string(),
+                        source: std::io::Error::other(reason),
+                    })?;
+                    eprintln!("{} records", rows.len());
+                    return Ok(ExitCode::SUCCESS);
+                }
                 Some(path) => {
                     return Err(FleetError::Usage(format!(
-                        "--out {}: the name must end in .csv or .svg",
+                        "--out {}: the name must end in .csv, .svg or .png",
                         path.display()
                     ))
                     .into())

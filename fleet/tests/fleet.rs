@@ -304,7 +304,8 @@ fn bad_input_on_the_fleet_side_is_kept_aside_and_nothing_is_stored_wrongly() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("r1.csv");
     let svg = dir.path().join("r1.svg");
-    for out in [&csv, &svg] {
+    let png = dir.path().join("r1.png");
+    for out in [&csv, &svg, &png] {
         let run = fleet(&[
             "report",
             "--database",
@@ -334,6 +335,12 @@ fn bad_input_on_the_fleet_side_is_kept_aside_and_nothing_is_stored_wrongly() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     // Two records with a figure, separated by the suppressed one: two lines, not one.
     assert_eq!(plot.matches("<polyline").count(), 2, "{plot}");
+    let picture = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(picture.dimensions(), (960, 360));
+    assert!(
+        picture.pixels().any(|p| p.0 == [31, 119, 180]),
+        "the device's line is drawn"
+    );
 
     // A database that refuses the connection: a clear error, an exit, nothing received.
     let refused = format!(
