@@ -89,7 +89,10 @@ pub fn run(
     info!(broker = %broker.describe(), group = %options.group, client_id = %options.client_id, "ingesting");
     loop {
         let stopping = stop.load(Ordering::Relaxed);
+        let database_down = store.as_ref().is_none_or(Store::is_closed);
         let wait = match oldest {
+            // A batch is due but cannot be stored: listen while waiting for the next attempt.
+            Some(_) if database_down => Duration::from_millis(200),
             Some(t) => options.batch_wait.saturating_sub(t.elapsed()),
             None => Duration::from_millis(200),
         };
