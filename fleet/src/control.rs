@@ -163,8 +163,8 @@ pub fn send(
     targets.check()?;
     request.check()?;
     let mut watch = Watch::open(broker, true)?;
-    // The retained statuses follow the SUBACKs at once.
-    watch.poll(Duration::from_millis(700))?;
+    // The retained statuses follow the SUBACKs in a burst: wait until it is over.
+    watch.settle(Duration::from_millis(500), Duration::from_secs(10))?;
     let id = format!(
         "fleet-{}-{}",
         std::process::id(),
@@ -176,23 +176,23 @@ pub fn send(
     let set_leaf = request.topic();
     let mut results: Vec<DeviceResult> = Vec::new();
     let mut waiting: Vec<(String, String)> = Vec::new();
-    for view in watch.devices.values() {
-        if view.status.is_none() || !targets.matches(&view.site, view.room(), &view.device) {
-            continue;
-        }
-        if view.state() == "offline" {
+    let matching: Vec<(String, String, bool)> = watch
+        .devices
+        .values()
+        .filter(|v| v.status.is_some() && targets.matches(&v.site, v.room(), &v.device))
+        .map(|v| (v.site.clone(), v.device.clone(), v.state() == "offline"))
+        .collect();
+    for (site, device, offline) in matching {
+        if offline {
             results.push(DeviceResult {
-                site: view.site.clone(),
-                device: view.device.clone(),
+                site,
+                device,
                 outcome: Outcome::Offline,
             });
             continue;
         }
-        watch.publish(
-            device_topic(&view.site, &view.device, set_leaf),
-            request.payload(&id),
-        )?;
-        waiting.push((view.site.clone(), view.device.clone()));
+        watch.publish(device_topic(&site, &device, set_leaf), request.payload(&id))?;
+        waiting.push((site, device));
     }
     for named in &targets.devices {
         let known = watch

@@ -204,10 +204,35 @@ impl Watch {
     }
 
     /// Publishes a request (QoS 1, never retained: a device refuses retained requests).
-    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), FleetError> {
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)
-            .map_err(|e| self.error(e.to_string()))
+    /// While the client's request queue is full, the connection is polled to drain it.
+    pub fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), FleetError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(self.error(e.to_string())),
+                Err(_) => self.poll(Duration::from_millis(20))?,
+            }
+        }
+    }
+
+    /// Polls until no new device has appeared for `quiet` (the retained statuses after a
+    /// subscription come in a burst), at most `limit`.
+    pub fn settle(&mut self, quiet: Duration, limit: Duration) -> Result<(), FleetError> {
+        let deadline = Instant::now() + limit;
+        let mut known = self.devices.len();
+        let mut since = Instant::now();
+        while Instant::now() < deadline && since.elapsed() < quiet {
+            self.poll(Duration::from_millis(50))?;
+            if self.devices.len() != known {
+                known = self.devices.len();
+                since = Instant::now();
+            }
+        }
+        Ok(())
     }
 
     /// Sends DISCONNECT and lets it out.
