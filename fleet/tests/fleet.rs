@@ -577,3 +577,78 @@ fn bundles_signed_by_the_tool_pass_the_devices_check_and_nothing_else_does() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("temporal_head"));
 }
+
+/// The ingester's unit template passes `systemd-analyze verify` and keeps its exposure score
+/// at or below 2.0, in a fake root holding the binary and the environment file.
+#[test]
+fn the_ingest_unit_verifies_and_is_hardened() {
+    let have = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !have {
+        assert!(
+            std::env::var_os("CAER_REQUIRE_TOOLS").is_none(),
+            "systemd-analyze is required (CAER_REQUIRE_TOOLS is set)"
+        );
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let units = root.path().join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.path().join("etc/caer")).unwrap();
+    std::fs::copy(support::FLEET, root.path().join("usr/bin/caer-fleet")).unwrap();
+    std::fs::write(
+        root.path().join("etc/caer/fleet.env"),
+        "CAER_FLEET_BROKER=mqtt://b\n",
+    )
+    .unwrap();
+    // The host's own units (sysinit.target, network-online.target, ...), as on a real system.
+    let host_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).join("sysinit.target").exists())
+        .expect("the host's systemd units (package systemd)");
+    let copied = std::process::Command::new("cp")
+        .arg("-R")
+        .arg(format!("{host_units}/."))
+        .arg(&units)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let template = support::repo_root().join("fleet/systemd/caer-fleet-ingest@.service");
+    std::fs::copy(&template, units.join("caer-fleet-ingest@.service")).unwrap();
+    let unit = "/usr/lib/systemd/system/caer-fleet-ingest@1.service";
+    let root_arg = format!("--root={}", root.path().display());
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", &root_arg, unit])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("Failed to parse system call"))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "verify: {stderr}"
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args([
+            "security",
+            "--offline=true",
+            "--threshold=20",
+            "--no-pager",
+            &root_arg,
+            unit,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let overall = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"));
+    assert!(out.status.success(), "exposure above 2.0: {overall:?}");
+    eprintln!("systemd-analyze security: {overall:?}");
+}
