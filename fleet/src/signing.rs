@@ -34,7 +34,7 @@ pub fn signed_file(path: &Path) -> PathBuf {
 pub fn keygen(out: &Path) -> Result<PublicKey, FleetError> {
     let (pkcs8, public) =
         signature::generate_key().map_err(|e| FleetError::Usage(e.to_string()))?;
-    let text: String = pkcs8.iter().map(|b| format!("{b:02x}")).collect();
+    let text = signature::hex(&pkcs8);
     let write = |source| FleetError::Write {
         what: out.display().to_string(),
         source,
@@ -55,15 +55,7 @@ pub fn keygen(out: &Path) -> Result<PublicKey, FleetError> {
 /// Returns the signature file written.
 pub fn sign(key: &Path, path: &Path) -> Result<(PathBuf, PublicKey), FleetError> {
     let text = String::from_utf8_lossy(&read(key)?).trim().to_string();
-    let pkcs8: Option<Vec<u8>> = (text.len() % 2 == 0 && text.is_ascii())
-        .then(|| {
-            (0..text.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-                .collect()
-        })
-        .flatten();
-    let pkcs8 = pkcs8.ok_or_else(|| {
+    let pkcs8 = signature::unhex(&text).ok_or_else(|| {
         FleetError::Usage(format!(
             "{}: not a key written by `bundle keygen`",
             key.display()

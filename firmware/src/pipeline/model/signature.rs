@@ -59,11 +59,13 @@ impl FromStr for PublicKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex, as keys and signatures are written.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of a hex string; none if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 || !text.is_ascii() {
         return None;
     }
