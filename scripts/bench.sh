@@ -26,5 +26,10 @@ echo "== Rust: tract fp32, ONNX Runtime fp32 and int8 (caer backends)"
 cargo bench --locked -p caer-firmware --features ort --bench backends
 echo "== Python: onnxruntime $("$venv/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)') on the same files"
 "$venv/bin/python" -m caer_export bench-ort "$CAER_BENCH_BUNDLE" --threads "$CAER_BENCH_THREADS"
+echo "== the int8 table (ONNX Runtime, batch 8)"
+# The crops scripts/full-size-bundle.sh wrote beside the bundle, when there.
+crops=()
+[ -d "$(dirname "$CAER_BENCH_BUNDLE")/calibration" ] && crops=(--calibration "$(dirname "$CAER_BENCH_BUNDLE")/calibration")
+"$venv/bin/python" -m caer_export quant-table "$CAER_BENCH_BUNDLE" --threads "$CAER_BENCH_THREADS" "${crops[@]}"
 echo "== face detection"
 cargo bench --locked -p caer-firmware --features ort --bench detect

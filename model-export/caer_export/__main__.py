@@ -92,6 +92,17 @@ def cmd_calibration_crops(args: argparse.Namespace) -> None:
     print(f"wrote {2 * min(args.count, len(frames))} synthetic calibration crops to {args.out}")
 
 
+def cmd_requantize(args: argparse.Namespace) -> None:
+    from .export import requantize_dynamic
+
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    crops = _load_crops(args.calibration, manifest["input_size"])
+    cosine = requantize_dynamic(args.bundle, crops)
+    print(json.dumps({"bundle": str(args.bundle), "int8_dynamic_min_cosine_vs_fp32": cosine}))
+    if (args.bundle / "manifest.json.sig").exists():
+        print("note: the manifest changed; sign it again (caer-fleet bundle sign)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="caer_export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,11 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_calibration_crops)
 
-    from .bench import add_bench_parser
+    p = sub.add_parser("requantize", help="rewrite a bundle's dynamic int8 encoder from its fp32 encoder with this "
+                       "version's quantization (checked against fp32 on the crops; no checkpoint needed)")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--calibration", type=Path, required=True, help="folder of preprocessed crops for the cosine check")
+    p.set_defaults(run=cmd_requantize)
+
+    from .bench import add_bench_parser, add_quant_table_parser
     from .train import add_train_parser
 
     add_train_parser(sub)
     add_bench_parser(sub)
+    add_quant_table_parser(sub)
 
     args = parser.parse_args(argv)
     try:
