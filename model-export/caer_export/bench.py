@@ -17,10 +17,7 @@ import onnxruntime as ort
 
 
 def time_encoder(path: Path, batch: int, threads: int, iterations: int, size: int) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = _session(path, threads)
     pixels = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
     session.run(None, {"pixels": pixels})  # warm-up
     runs = []
@@ -74,10 +71,6 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).min())
-
-
 def run_quant_table(args: argparse.Namespace) -> None:
     manifest = json.loads((args.bundle / "manifest.json").read_text())
     size = manifest["input_size"]
@@ -90,7 +83,9 @@ def run_quant_table(args: argparse.Namespace) -> None:
     entries = [manifest["files"][key] for key in QUANT_FILES]
     sessions = [_session(args.bundle / e["path"], args.threads) for e in entries]
     reference = sessions[0].run(["embedding"], {"pixels": crops})[0]
-    cosines = [_min_cosine(s.run(["embedding"], {"pixels": crops})[0], reference) for s in sessions]
+    from .export import min_cosine
+
+    cosines = [min_cosine(s.run(["embedding"], {"pixels": crops})[0], reference) for s in sessions]
     pixels = np.random.default_rng(0).random((args.batch, 3, size, size), dtype=np.float32)
     for s in sessions:
         s.run(None, {"pixels": pixels})  # warm-up

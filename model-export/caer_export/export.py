@@ -62,6 +62,11 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def min_cosine(got: np.ndarray, expected: np.ndarray) -> float:
+    """The smallest cosine between matching rows of two `[n, d]` embedding arrays."""
+    return float(((got * expected).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1))).min())
+
+
 def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
@@ -172,8 +177,7 @@ def check_int8(model: ClipCaer, out: Path, crops: np.ndarray) -> dict[str, float
     result = {}
     for name in (ENCODER_QDQ, ENCODER_DYNAMIC):
         got = _session(out / name).run(["embedding"], {"pixels": crops})[0]
-        cosine = (got * expected).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1))
-        result[name] = float(cosine.min())
+        result[name] = min_cosine(got, expected)
         if not result[name] >= INT8_MIN_COSINE:
             raise ExportCheckError(f"{name}: embedding cosine {result[name]:.4f} < {INT8_MIN_COSINE} on the calibration crops")
     return result
@@ -325,7 +329,7 @@ def requantize_dynamic(bundle: Path, crops: np.ndarray) -> float:
         quantize_dynamic_cpu(prepared, candidate, keep_float)
         expected = _session(bundle / ENCODER).run(["embedding"], {"pixels": crops})[0]
         got = _session(candidate).run(["embedding"], {"pixels": crops})[0]
-        cosine = float(((got * expected).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1))).min())
+        cosine = min_cosine(got, expected)
         if not cosine >= INT8_MIN_COSINE:
             raise ExportCheckError(f"{ENCODER_DYNAMIC}: embedding cosine {cosine:.4f} < {INT8_MIN_COSINE} vs {ENCODER}")
         candidate.replace(bundle / ENCODER_DYNAMIC)
