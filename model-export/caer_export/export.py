@@ -124,6 +124,15 @@ class _Crops(CalibrationDataReader):
         return None if batch is None else {"pixels": batch}
 
 
+def _prepare_for_quantization(encoder: Path, tmp: Path) -> tuple[Path, list[str]]:
+    """The fp32 encoder with ONNX Runtime's pre-processing, and the nodes that stay float (the
+    output projection, see `quantize`)."""
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(encoder), str(prepared), skip_symbolic_shape=True)
+    keep_float = [n.name for n in onnx.load(str(prepared)).graph.node if "embedding" in n.output]
+    return prepared, keep_float
+
+
 def quantize(out: Path, crops: np.ndarray) -> None:
     """Static QDQ int8 (symmetric, per-channel weights: TensorRT's explicit quantization) and
     dynamic int8 (for CPU runtimes). Only MatMul/Conv/Gemm are quantized: LayerNorm and
@@ -131,10 +140,7 @@ def quantize(out: Path, crops: np.ndarray) -> None:
     (one token times a 768x512 matrix) stays in float too: it costs nothing and was measured to
     carry most of the int8 error of the whole tower."""
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(out / ENCODER), str(prepared), skip_symbolic_shape=True)
-        graph = onnx.load(str(prepared)).graph
-        keep_float = [n.name for n in graph.node if "embedding" in n.output]
+        prepared, keep_float = _prepare_for_quantization(out / ENCODER, Path(tmp))
         quantize_static(
             str(prepared),
             str(out / ENCODER_QDQ),
@@ -322,9 +328,7 @@ def requantize_dynamic(bundle: Path, crops: np.ndarray) -> float:
     manifest_path = bundle / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     with tempfile.TemporaryDirectory(dir=bundle) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(bundle / ENCODER), str(prepared), skip_symbolic_shape=True)
-        keep_float = [n.name for n in onnx.load(str(prepared)).graph.node if "embedding" in n.output]
+        prepared, keep_float = _prepare_for_quantization(bundle / ENCODER, Path(tmp))
         candidate = Path(tmp) / ENCODER_DYNAMIC
         quantize_dynamic_cpu(prepared, candidate, keep_float)
         expected = _session(bundle / ENCODER).run(["embedding"], {"pixels": crops})[0]
