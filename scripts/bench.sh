@@ -3,7 +3,9 @@
 # once with scripts/full-size-bundle.sh), all in one run so that the figures compare:
 #   tract fp32, ONNX Runtime fp32 and dynamic int8 through the Rust backends (batch 1 and 8),
 #   ONNX Runtime's Python package on the same files and thread count,
-#   SeetaFace face detection on a 1920x1080 frame.
+#   SeetaFace face detection on a 1920x1080 frame,
+#   the classroom benchmark: the real caerd on a generated classroom of 30 students, per
+#   backend and detector, the highest per-student sampling rate it sustains.
 # Environment: CAER_BENCH_BUNDLE (default build/vit-b-32-random/bundle), CAER_BENCH_THREADS
 # (default: every core), ORT_DYLIB_PATH (default: the library of the onnxruntime wheel).
 set -euo pipefail
@@ -33,3 +35,5 @@ crops=()
 "$venv/bin/python" -m caer_export quant-table "$CAER_BENCH_BUNDLE" --threads "$CAER_BENCH_THREADS" "${crops[@]}"
 echo "== face detection"
 cargo bench --locked -p caer-firmware --features ort --bench detect
+echo "== the classroom benchmark (caerd, 30 students, 1920x1080)"
+cargo bench --locked -p caer-firmware --features ort --bench classroom

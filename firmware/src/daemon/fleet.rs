@@ -169,6 +169,7 @@ pub struct StatsPayload {
     /// Faces tracked in the last analysed frame.
     pub tracks_active: usize,
     /// Per-stage latency: `queue` (capture to inference), `detect`, `track`, `classify`,
+    /// `encode` (the image encoder's calls within `classify`, in frames that encoded crops),
     /// `frame` (whole frame through the pipeline).
     pub latency_ms: std::collections::BTreeMap<&'static str, LatencyFigures>,
     /// What each bounded stage dropped or refused since the start, by stage: `queue` (frames
@@ -176,6 +177,10 @@ pub struct StatsPayload {
     /// refused), `window` (tracks evicted from the classifier), `aggregate` (results not
     /// tallied).
     pub dropped_total_by_stage: std::collections::BTreeMap<&'static str, u64>,
+    /// Seconds the inference thread spent since start in each of its disjoint stages:
+    /// `detect`, `track` (tracking and sampling), `encode` (the image encoder's calls) and
+    /// `classify` (crops, preprocessing, windows, head and aggregation, without `encode`).
+    pub busy_seconds_by_stage: std::collections::BTreeMap<&'static str, f64>,
     /// Resident memory of the daemon, bytes (Linux `/proc/self/status`).
     pub memory_rss_bytes: Option<u64>,
     /// Hottest thermal zone, °C, at the thermal guard's last poll; none when the guard is

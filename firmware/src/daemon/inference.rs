@@ -163,7 +163,13 @@ impl Stages {
         let Some(m) = self.model.as_mut() else {
             return Ok(Vec::new());
         };
-        match m.classifier.push_frame(frame.rgb(), inputs) {
+        let encoder_before = m.classifier.encoder_busy();
+        let pushed = m.classifier.push_frame(frame.rgb(), inputs);
+        let encoded = m.classifier.encoder_busy().saturating_sub(encoder_before);
+        if !encoded.is_zero() {
+            metrics.record_latency(Stage::Encode, encoded);
+        }
+        match pushed {
             Ok(results) => {
                 metrics
                     .results

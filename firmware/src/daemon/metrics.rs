@@ -66,17 +66,20 @@ pub(super) enum Stage {
     Track,
     /// Crops, encoding, windows and classification.
     Classify,
+    /// The image encoder's calls alone (part of `Classify`), in frames that encoded crops.
+    Encode,
     /// The whole frame, detection to aggregation.
     Frame,
 }
 
 impl Stage {
     /// Every stage, in report order.
-    pub(super) const ALL: [Stage; 5] = [
+    pub(super) const ALL: [Stage; 6] = [
         Stage::Queue,
         Stage::Detect,
         Stage::Track,
         Stage::Classify,
+        Stage::Encode,
         Stage::Frame,
     ];
 
@@ -87,6 +90,7 @@ impl Stage {
             Stage::Detect => "detect",
             Stage::Track => "track",
             Stage::Classify => "classify",
+            Stage::Encode => "encode",
             Stage::Frame => "frame",
         }
     }
@@ -119,6 +123,8 @@ pub struct Metrics {
     pub(super) dropped_before: Dropped,
     pub(super) dropped: Dropped,
     latency: Mutex<[LatencyRing; Stage::ALL.len()]>,
+    /// Nanoseconds of every latency sample of each stage, summed since start.
+    busy_ns: [AtomicU64; Stage::ALL.len()],
 }
 
 impl Metrics {
@@ -133,11 +139,14 @@ impl Metrics {
             dropped_before: Dropped::default(),
             dropped: Dropped::default(),
             latency: Mutex::new([(); Stage::ALL.len()].map(|()| LatencyRing::new())),
+            busy_ns: [(); Stage::ALL.len()].map(|()| AtomicU64::new(0)),
         }
     }
 
     /// One latency sample of `stage`.
     pub(super) fn record_latency(&self, stage: Stage, value: Duration) {
+        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_ns[stage as usize].fetch_add(ns, Ordering::Relaxed);
         let mut rings = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
         rings[stage as usize].push(value);
     }
@@ -149,6 +158,22 @@ impl Metrics {
             .iter()
             .filter_map(|s| rings[*s as usize].figures().map(|f| (s.name(), f)))
             .collect()
+    }
+
+    /// `stats.busy_seconds_by_stage`: the inference thread's time since start in disjoint
+    /// stages, so that they add up to its busy time and each share means what it says:
+    /// `detect`, `track` (tracking and sampling), `encode` (the image encoder's calls) and
+    /// `classify` (crops, preprocessing, windows, head and aggregation, without `encode`).
+    pub(super) fn busy_seconds_by_stage(&self) -> BTreeMap<&'static str, f64> {
+        let ns = |s: Stage| self.busy_ns[s as usize].load(Ordering::Relaxed);
+        let secs = |ns: u64| (ns as f64 / 1e6).round() / 1e3;
+        let encode = ns(Stage::Encode);
+        BTreeMap::from([
+            ("detect", secs(ns(Stage::Detect))),
+            ("track", secs(ns(Stage::Track))),
+            ("encode", secs(encode)),
+            ("classify", secs(ns(Stage::Classify).saturating_sub(encode))),
+        ])
     }
 
     /// A pipeline ended: its stages' drops stay counted.
@@ -214,5 +239,21 @@ mod tests {
             ring.push(Duration::from_millis(5));
         }
         assert_eq!(ring.figures().unwrap().p99, 5.0);
+    }
+
+    #[test]
+    fn busy_seconds_are_disjoint_stages() {
+        let m = Metrics::new();
+        m.record_latency(Stage::Detect, Duration::from_millis(30));
+        m.record_latency(Stage::Detect, Duration::from_millis(20));
+        m.record_latency(Stage::Classify, Duration::from_millis(100));
+        m.record_latency(Stage::Encode, Duration::from_millis(70));
+        m.record_latency(Stage::Frame, Duration::from_millis(150));
+        let busy = m.busy_seconds_by_stage();
+        assert_eq!(busy["detect"], 0.05);
+        assert_eq!(busy["track"], 0.0);
+        assert_eq!(busy["encode"], 0.07);
+        assert_eq!(busy["classify"], 0.03);
+        assert!(!busy.contains_key("frame") && !busy.contains_key("queue"));
     }
 }

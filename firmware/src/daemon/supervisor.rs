@@ -467,6 +467,7 @@ impl Supervisor {
             tracks_active: m.tracks_active.load(Ordering::Relaxed),
             latency_ms,
             dropped_total_by_stage: dropped_by_stage,
+            busy_seconds_by_stage: m.busy_seconds_by_stage(),
             memory_rss_bytes: memory_rss_bytes(),
             temperature_c: self.thermal.as_ref().and_then(Thermal::temperature_c),
             thermal_throttled: self.thermal.as_ref().is_some_and(Thermal::throttled),

@@ -19,6 +19,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::pipeline::error::{ClassifyError, InferenceError, PreprocessError};
 use crate::pipeline::model::backend::InferenceBackend;
@@ -96,6 +97,8 @@ impl ClipResult {
 struct BatchEncoder {
     max_batch: usize,
     pixels: Vec<f32>,
+    /// Time spent in the backend's encoder calls since creation (not in preprocessing).
+    busy: Duration,
 }
 
 impl BatchEncoder {
@@ -103,6 +106,7 @@ impl BatchEncoder {
         BatchEncoder {
             max_batch,
             pixels: vec![0.0; max_batch * dims.image_len()],
+            busy: Duration::ZERO,
         }
     }
 
@@ -125,7 +129,10 @@ impl BatchEncoder {
                 fill(first + k, image)?;
             }
             let out = &mut embeddings[first * d..(first + n) * d];
-            backend.encode_images(pixels, n, out)?;
+            let start = Instant::now();
+            let encoded = backend.encode_images(pixels, n, out);
+            self.busy += start.elapsed();
+            encoded?;
             first += n;
         }
         Ok(())
@@ -338,6 +345,12 @@ impl StreamingClassifier {
             ready: Vec::with_capacity(max_tracks),
             backend,
         })
+    }
+
+    /// Time spent in the image encoder's calls since creation: the daemon's `encode` stage,
+    /// apart from the preprocessing, windows and head around it.
+    pub fn encoder_busy(&self) -> Duration {
+        self.encoder.busy
     }
 
     /// Tracks currently held.
