@@ -11,7 +11,11 @@
 //!   track at most `rate_hz` times per second of capture time (default 2), so a clip of
 //!   `T` = 16 samples spans 8 s whatever the camera's frame rate. Due times advance by the
 //!   period, so jitter in frame times does not lower the average rate; after a gap (frames
-//!   dropped, the face away) sampling restarts from the next frame.
+//!   dropped, the face away) sampling restarts from the next frame. A new track's first
+//!   sample waits a share of the period fixed by its id ([`stagger`]): faces found together
+//!   (at start, after a pause, a class walking in) would otherwise be sampled in the same
+//!   frame every period, one burst of 2 images per student that stalls the pipeline and
+//!   drops frames at an average load it could carry (measured: the classroom bench).
 //!
 //! Bounds: the queue holds at most `capacity` frames in a buffer allocated once; the
 //! sampler keeps one due time per track, for at most `max_tracks` tracks (a track beyond
@@ -238,6 +242,15 @@ impl SamplingConfig {
     }
 }
 
+/// The share of the period, in [0, 1), that track `id`'s first sample waits: the id times
+/// the golden ratio, modulo 1, so that consecutive ids (faces found together) spread evenly
+/// over the period.
+pub fn stagger(id: u64) -> f64 {
+    // 2^64 / golden ratio: the fractional part of id * 0.618.. in the top 53 bits.
+    let spread = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    spread as f64 / (1u64 << 53) as f64
+}
+
 /// Decides which tracked faces of each frame are sampled for the classifier.
 #[derive(Debug)]
 pub struct TrackSampler {
@@ -300,8 +313,9 @@ impl TrackSampler {
                 false
             }
             None => {
-                self.next_due.insert(id, at + period);
-                true
+                let first = at + period.mul_f64(stagger(id));
+                self.next_due.insert(id, first);
+                self.is_due(id, at)
             }
         }
     }
@@ -496,17 +510,50 @@ mod tests {
         let mut sampler = TrackSampler::new(&SamplingConfig::default(), one).expect("sampler");
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert!(sampler.is_due(1, at(0)));
-        assert!(!sampler.is_due(1, at(499)));
-        assert!(sampler.is_due(1, at(500)));
+        // The first sample waits its stagger: 500 ms x stagger(1) (309 ms).
+        let first = (500.0 * stagger(1)).ceil() as u64;
+        assert!(!sampler.is_due(1, at(0)), "first sample staggered");
+        assert!(!sampler.is_due(1, at(first - 1)));
+        assert!(sampler.is_due(1, at(first)));
+        assert!(!sampler.is_due(1, at(first + 499)));
+        assert!(sampler.is_due(1, at(first + 500)));
         assert!(sampler.is_due(1, at(5000)), "after a gap");
         assert!(!sampler.is_due(1, at(5400)), "no burst to catch up");
         assert!(sampler.is_due(1, at(5500)));
         assert!(!sampler.is_due(2, at(5500)), "second track over max_tracks");
         assert_eq!(sampler.refused_total(), 1);
         sampler.forget(1);
-        assert!(sampler.is_due(2, at(5600)));
+        // Track 2's due time is set now; it is sampled once its stagger has passed.
+        assert!(!sampler.is_due(2, at(5600)));
+        assert!(sampler.is_due(2, at(6100)));
         assert_eq!(sampler.tracks(), 1);
+    }
+
+    #[test]
+    fn faces_found_together_are_sampled_in_different_frames() {
+        let mut sampler = TrackSampler::new(&SamplingConfig::default(), MAX).expect("sampler");
+        let t0 = Instant::now();
+        // 30 faces found in the same frame, 10 s of 10 fps at 2 Hz per face: 5 frames per
+        // period, so an even spread samples 6 faces per frame; never all 30 at once.
+        let faces: Vec<TrackedFace> = (1..=30).map(face).collect();
+        let mut per_frame = Vec::new();
+        let mut total = 0;
+        for k in 0..100u64 {
+            let n = sampler
+                .select(t0 + Duration::from_millis(k * 100), &faces)
+                .len();
+            per_frame.push(n);
+            total += n;
+        }
+        assert!((30 * 19..=30 * 20).contains(&total), "{total} samples");
+        let most = per_frame.iter().max().copied().unwrap_or(0);
+        assert!(
+            most <= 9,
+            "{most} faces sampled in one frame: {per_frame:?}"
+        );
+        for id in 1..=30 {
+            assert!((0.0..1.0).contains(&stagger(id)));
+        }
     }
 
     #[test]
