@@ -266,6 +266,8 @@ fn detect_clip(
         max_misses: u32::try_from(frames.len()).unwrap_or(u32::MAX),
         max_tracks: NonZeroUsize::new(64).expect("64 is not zero"),
         velocity_smoothing: 0.5,
+        // Clips are labelled by hand: whatever the detector finds in them is a face.
+        min_motion: 0.0,
     })
     .expect("valid tracker settings");
     // (frame position, track id, box) of every tracked face.

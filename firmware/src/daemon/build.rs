@@ -122,7 +122,12 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
         Some(_) => None,
     };
     let max_tracks = c.track.max_tracks;
-    let tracker = Tracker::new(c.track.clone())?;
+    let mut track = c.track.clone();
+    if c.detect.kind == DetectorKind::Annotated {
+        // Known boxes are the truth: nothing to prove by motion.
+        track.min_motion = 0.0;
+    }
+    let tracker = Tracker::new(track)?;
     let sampler = TrackSampler::new(&c.sampling, max_tracks)?;
     let contexts = ContextBoxes::new(c.context.clone())?;
 

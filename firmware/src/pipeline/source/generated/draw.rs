@@ -15,7 +15,7 @@
 
 use image::{Rgb, RgbImage};
 
-use super::script::{CONFUSION, DISTRACTION, ENJOYMENT, FATIGUE};
+use super::script::{CONFUSION, DISTRACTION, ENJOYMENT, FATIGUE, NEUTRALITY};
 
 /// What a student looks like.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,8 @@ const CHEEK: Rgb<u8> = Rgb([235, 130, 140]);
 const PAGE: Rgb<u8> = Rgb([240, 238, 228]);
 const PHONE: Rgb<u8> = Rgb([25, 25, 30]);
 const SCREEN: Rgb<u8> = Rgb([150, 215, 255]);
+const FRAME: Rgb<u8> = Rgb([70, 45, 30]);
+const CANVAS: Rgb<u8> = Rgb([225, 220, 200]);
 
 /// Draws one student whose face is centred at `c` with radii `r`, in `state`, at frame `t`.
 pub(super) fn student(
@@ -51,6 +53,64 @@ pub(super) fn student(
         look.shirt,
     );
     held_object(image, look, c, r, state);
+    face(image, look, c, r, state, t);
+    if state == CONFUSION {
+        // A hand under the chin, its forearm down to the desk.
+        let hand = (cx + 0.3 * rx, cy + 0.98 * ry);
+        fill_rect(
+            image,
+            [
+                hand.0 - 0.18 * rx,
+                hand.1,
+                hand.0 + 0.18 * rx,
+                cy + 2.6 * ry,
+            ],
+            look.skin,
+        );
+        fill_ellipse(image, hand, (0.34 * rx, 0.24 * ry), look.skin);
+    }
+}
+
+/// A framed portrait on the wall whose face is centred at `c` with radii `r`: a neutral face
+/// and shoulders on a pale canvas, in a dark frame.
+pub(super) fn portrait(image: &mut RgbImage, look: &Look, c: (f32, f32), r: (f32, f32)) {
+    let (cx, cy) = c;
+    let (rx, ry) = r;
+    fill_rect(
+        image,
+        [cx - 1.5 * rx, cy - 1.45 * ry, cx + 1.5 * rx, cy + 1.6 * ry],
+        FRAME,
+    );
+    fill_rect(
+        image,
+        [
+            cx - 1.35 * rx,
+            cy - 1.3 * ry,
+            cx + 1.35 * rx,
+            cy + 1.45 * ry,
+        ],
+        CANVAS,
+    );
+    fill_rect(
+        image,
+        [cx - 1.2 * rx, cy + 0.9 * ry, cx + 1.2 * rx, cy + 1.45 * ry],
+        look.shirt,
+    );
+    face(image, look, c, r, NEUTRALITY, 0);
+}
+
+/// A face centred at `c` with radii `r` (hair, skin, eyes, brows, cheeks, mouth), without
+/// the body: what a student shows, and what a portrait on the wall shows.
+pub(super) fn face(
+    image: &mut RgbImage,
+    look: &Look,
+    c: (f32, f32),
+    r: (f32, f32),
+    state: usize,
+    t: u64,
+) {
+    let (cx, cy) = c;
+    let (rx, ry) = r;
     fill_ellipse(
         image,
         (cx, cy - 0.25 * ry),
@@ -96,21 +156,6 @@ pub(super) fn student(
         }
     }
     mouth(image, look, c, r, state, t);
-    if state == CONFUSION {
-        // A hand under the chin, its forearm down to the desk.
-        let hand = (cx + 0.3 * rx, cy + 0.98 * ry);
-        fill_rect(
-            image,
-            [
-                hand.0 - 0.18 * rx,
-                hand.1,
-                hand.0 + 0.18 * rx,
-                cy + 2.6 * ry,
-            ],
-            look.skin,
-        );
-        fill_ellipse(image, hand, (0.34 * rx, 0.24 * ry), look.skin);
-    }
 }
 
 fn mouth(image: &mut RgbImage, look: &Look, c: (f32, f32), r: (f32, f32), state: usize, t: u64) {

@@ -21,6 +21,10 @@
 //!   of the other faces (the boxes cross), leaves the frame on the right, and comes back
 //!   from the left to sit down again.
 //!
+//! `posters` portraits hang on the wall between the front row's seats: faces drawn like the
+//! students' but never moving and never annotated, the face-like distractors a real wall
+//! has (a poster, a painting). [`GeneratedSource::poster_boxes`] gives their face boxes.
+//!
 //! A face more than half outside the frame is not visible; a partly visible face's box is
 //! clamped to the frame. Bounds: one background image is drawn at start, each frame is one
 //! copy of it plus the students; nothing grows with the frame count.
@@ -49,6 +53,10 @@ pub const WALKER_AWAY_FRAMES: u64 = 24;
 const STAND_FRAMES: u64 = 8;
 /// Phase of the cycle at which leavers leave and walkers stand up.
 const EVENT_PHASE: u64 = 100;
+/// Most portraits on the wall.
+pub const MAX_POSTERS: usize = 8;
+/// A portrait's face size against the room's faces.
+const POSTER_SCALE: f32 = 0.85;
 
 /// The synthetic classroom: `[source.generated]` of `caerd`'s configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +76,9 @@ pub struct GeneratedConfig {
     /// Frames per state segment: every student keeps one scripted state this long (16 to
     /// 10,000,000).
     pub state_frames: u64,
+    /// Portraits on the wall between the front row's seats (still, face-like, not
+    /// annotated), at most 8 and fewer than the front row's seats.
+    pub posters: usize,
     /// When set, frames are delivered no faster than one per interval (real-time demo);
     /// otherwise as fast as they are asked for (not a configuration key).
     #[serde(skip)]
@@ -83,6 +94,7 @@ impl Default for GeneratedConfig {
             frames: None,
             seed: 0,
             state_frames: 600,
+            posters: 0,
             frame_interval: None,
         }
     }
@@ -95,6 +107,7 @@ impl GeneratedConfig {
         v.range("height", self.height, 64, 4096);
         v.at_most("students", self.students.get(), 256);
         v.range("state_frames", self.state_frames, 16, 10_000_000);
+        v.at_most("posters", self.posters, MAX_POSTERS);
     }
 }
 
@@ -137,6 +150,8 @@ pub struct GeneratedSource {
     /// Walking speed, pixels per frame.
     speed: f32,
     students: Vec<Student>,
+    /// Face boxes of the portraits on the wall.
+    posters: Vec<[f32; 4]>,
     background: RgbImage,
     /// Added to every frame (values in -6..=6), as long as a frame.
     noise: Vec<i8>,
@@ -183,7 +198,7 @@ impl GeneratedSource {
         if crate::pipeline::settings::check(|v| config.issues(v)).is_err() {
             return Err(config_err(
                 "width/height/students",
-                "out of range (64 to 4096 pixels, at most 256 students)",
+                "out of range (64 to 4096 pixels, at most 256 students, at most 8 posters)",
             ));
         }
         let n = config.students.get();
@@ -200,6 +215,12 @@ impl GeneratedSource {
             ));
         }
         let radii = (rx, rx * 1.25);
+        if config.posters >= cols {
+            return Err(config_err(
+                "posters",
+                "more than the gaps between the front row's seats (one fewer than its seats)",
+            ));
+        }
         // The room's light: 0.8 to 1.15 times the base colours.
         let light = 0.8 + (splitmix(config.seed ^ 0x11CE) % 36) as f32 / 100.0;
         let students = (0..n)
@@ -229,7 +250,25 @@ impl GeneratedSource {
                 }
             })
             .collect();
-        let background = Self::draw_background(&config, cell_w, cell_h, rows, cols, radii, light);
+        let mut background =
+            Self::draw_background(&config, cell_w, cell_h, rows, cols, radii, light);
+        let poster_radii = (radii.0 * POSTER_SCALE, radii.1 * POSTER_SCALE);
+        let posters = (0..config.posters)
+            .map(|k| {
+                // Between seats k and k + 1 of the front row, at their faces' height.
+                let centre = ((k + 1) as f32 * cell_w, 0.38 * cell_h);
+                let r = splitmix(config.seed ^ 0x9057 ^ splitmix(k as u64));
+                let look = draw::Look {
+                    skin: shade(SKINS[(r % 4) as usize], r >> 8, light),
+                    hair: shade(HAIRS[((r >> 4) % 4) as usize], r >> 24, light),
+                    shirt: shade([50, 70 + (r >> 40) as u8 % 120, 90], r >> 48, light),
+                    book: shade([0, 0, 0], 0, light),
+                };
+                draw::portrait(&mut background, &look, centre, poster_radii);
+                let (rx, ry) = poster_radii;
+                [centre.0 - rx, centre.1 - ry, centre.0 + rx, centre.1 + ry]
+            })
+            .collect();
         let len = config.width as usize * config.height as usize * 3;
         let mut noise_state = config.seed ^ 0x0015E;
         let noise = (0..len)
@@ -243,6 +282,7 @@ impl GeneratedSource {
             speed: (cell_w / 12.0).max((w + 2.0 * rx) / 96.0),
             radii,
             students,
+            posters,
             background,
             noise,
             config,
@@ -266,6 +306,12 @@ impl GeneratedSource {
                 })
             })
             .collect()
+    }
+
+    /// The face boxes of the portraits on the wall (`posters`): the same in every frame,
+    /// never in the annotations.
+    pub fn poster_boxes(&self) -> &[[f32; 4]] {
+        &self.posters
     }
 
     /// The scripted state of student `s` in frame `index` (whether visible or not).
@@ -505,6 +551,58 @@ mod tests {
                 "no skin at the centre of {b:?}: {px:?} vs {skin:?}"
             );
         }
+    }
+
+    /// Portraits hang between the front row's seats: drawn (the frame differs from the
+    /// same room without them at each portrait's centre), never annotated; more portraits
+    /// than gaps are refused.
+    #[test]
+    fn posters_are_drawn_still_and_never_annotated() {
+        let config = GeneratedConfig {
+            width: 960,
+            height: 540,
+            posters: 3,
+            ..GeneratedConfig::default()
+        };
+        let mut src = GeneratedSource::new(config.clone()).expect("source");
+        let posters = src.poster_boxes().to_vec();
+        assert_eq!(posters.len(), 3);
+        let blank = GeneratedSource::new(GeneratedConfig {
+            posters: 0,
+            ..config.clone()
+        })
+        .expect("source");
+        for t in 0..3 {
+            let frame = src.next_frame().expect("frame").expect("frame");
+            let annotations = frame.annotations.clone().expect("annotations");
+            assert_eq!(
+                annotations,
+                blank.faces_at(t).iter().map(|f| f.bbox).collect::<Vec<_>>()
+            );
+            for p in &posters {
+                let (cx, cy) = (
+                    ((p[0] + p[2]) / 2.0) as u32,
+                    ((p[1] + p[3]) / 2.0) as u32 + 2,
+                );
+                let here = frame.image.get_pixel(cx, cy);
+                let bare = blank.render(t);
+                assert_ne!(here, bare.get_pixel(cx, cy), "no portrait at {p:?}");
+            }
+        }
+        let too_many = GeneratedSource::new(GeneratedConfig {
+            posters: 4,
+            ..config
+        });
+        assert!(
+            matches!(
+                too_many,
+                Err(SourceError::Config {
+                    field: "posters",
+                    ..
+                })
+            ),
+            "{too_many:?}"
+        );
     }
 
     #[test]
