@@ -64,17 +64,33 @@ use crate::pipeline::settings::{check, Issues, SettingsError};
 /// Intersection over union of two `[left, top, right, bottom]` boxes; 0 when either is
 /// empty.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let area = |b: &[f32; 4]| (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0);
-    let inter = [
+    let i = intersection_area(a, b);
+    let union = area(a) + area(b) - i;
+    if union > 0.0 {
+        i / union
+    } else {
+        0.0
+    }
+}
+
+fn area(b: &[f32; 4]) -> f32 {
+    (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
+}
+
+fn intersection_area(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    area(&[
         a[0].max(b[0]),
         a[1].max(b[1]),
         a[2].min(b[2]),
         a[3].min(b[3]),
-    ];
-    let i = area(&inter);
-    let union = area(a) + area(b) - i;
-    if union > 0.0 {
-        i / union
+    ])
+}
+
+/// The share of `a`'s area that `b` covers; 0 when `a` is empty.
+fn covered_share(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let own = area(a);
+    if own > 0.0 {
+        intersection_area(a, b) / own
     } else {
         0.0
     }
@@ -232,7 +248,8 @@ impl Motion {
             self.size = size;
             if switched || self.disturbed {
                 // Another box of the same thing (a multi-scale detector's other scale won),
-                // not motion: the proof starts over from this box.
+                // or the first box after a disturbed one: not motion, the proof starts over
+                // from this box.
                 *self = Motion::new(bbox, min_motion);
                 return false;
             }
@@ -246,20 +263,6 @@ impl Motion {
             }
         }
         self.moved
-    }
-}
-
-/// The share of `a`'s area that `b` covers.
-fn covered_share(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let (w, h) = (
-        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0),
-        (a[3].min(b[3]) - a[1].max(b[1])).max(0.0),
-    );
-    let area = (a[2] - a[0]) * (a[3] - a[1]);
-    if area > 0.0 {
-        w * h / area
-    } else {
-        0.0
     }
 }
 
@@ -328,26 +331,33 @@ impl Tracker {
             }
         }
 
-        // A box that overlaps another face's (a detection, or a track's prediction) may be
-        // disturbed by it: no proof of motion from it.
+        // A box that overlaps another face's (a detection, or another track's prediction)
+        // may be disturbed by it: no proof of motion from it. Only worked out when the motion
+        // check is on.
+        let mut owner: Vec<Option<usize>> = vec![None; detections.len()];
+        for (t, m) in track_match.iter().enumerate() {
+            if let Some(d) = m {
+                owner[*d] = Some(t);
+            }
+        }
         let crowded: Vec<bool> = detections
             .iter()
             .enumerate()
             .map(|(d, det)| {
-                let own = track_match.iter().position(|m| *m == Some(d));
-                detections
-                    .iter()
-                    .enumerate()
-                    .filter(|(e, _)| *e != d)
-                    .map(|(_, other)| &other.bbox)
-                    .chain(
-                        predictions
-                            .iter()
-                            .enumerate()
-                            .filter(|(t, _)| Some(*t) != own)
-                            .map(|(_, p)| p),
-                    )
-                    .any(|other| covered_share(&det.bbox, other) > OCCLUSION)
+                self.config.min_motion > 0.0
+                    && detections
+                        .iter()
+                        .enumerate()
+                        .filter(|(e, _)| *e != d)
+                        .map(|(_, other)| &other.bbox)
+                        .chain(
+                            predictions
+                                .iter()
+                                .enumerate()
+                                .filter(|(t, _)| Some(*t) != owner[d])
+                                .map(|(_, p)| p),
+                        )
+                        .any(|other| covered_share(&det.bbox, other) > OCCLUSION)
             })
             .collect();
 
