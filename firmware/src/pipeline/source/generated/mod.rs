@@ -197,7 +197,7 @@ impl GeneratedSource {
         };
         if crate::pipeline::settings::check(|v| config.issues(v)).is_err() {
             return Err(config_err(
-                "width/height/students",
+                "width/height/students/posters",
                 "out of range (64 to 4096 pixels, at most 256 students, at most 8 posters)",
             ));
         }
@@ -575,6 +575,7 @@ mod tests {
         for t in 0..3 {
             let frame = src.next_frame().expect("frame").expect("frame");
             let annotations = frame.annotations.clone().expect("annotations");
+            let bare = blank.render(t);
             assert_eq!(
                 annotations,
                 blank.faces_at(t).iter().map(|f| f.bbox).collect::<Vec<_>>()
@@ -585,7 +586,6 @@ mod tests {
                     ((p[1] + p[3]) / 2.0) as u32 + 2,
                 );
                 let here = frame.image.get_pixel(cx, cy);
-                let bare = blank.render(t);
                 assert_ne!(here, bare.get_pixel(cx, cy), "no portrait at {p:?}");
             }
         }
