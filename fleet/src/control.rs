@@ -31,7 +31,7 @@ pub struct Targets {
 }
 
 impl Targets {
-    fn check(&self) -> Result<(), FleetError> {
+    pub(crate) fn check(&self) -> Result<(), FleetError> {
         if !self.all && self.site.is_none() && self.room.is_none() && self.devices.is_empty() {
             return Err(FleetError::Usage(
                 "name the targets: --site, --room, --device, or --all for every device".into(),
@@ -40,7 +40,7 @@ impl Targets {
         Ok(())
     }
 
-    fn matches(&self, site: &str, room: &str, device: &str) -> bool {
+    pub(crate) fn matches(&self, site: &str, room: &str, device: &str) -> bool {
         self.site.as_deref().is_none_or(|s| s == site)
             && self.room.as_deref().is_none_or(|r| r == room)
             && (self.devices.is_empty() || self.devices.iter().any(|d| d == device))
@@ -83,7 +83,7 @@ pub struct DeviceResult {
 pub enum Request {
     /// `config/set` with this partial configuration.
     Config(Value),
-    /// `cmd` with this command (`pause`, `resume`, `identify`).
+    /// `cmd` with this command (`pause`, `resume`, `identify`, `rollback`).
     Command(String),
 }
 
@@ -118,7 +118,7 @@ impl Request {
                     .map(|_| ())
                     .map_err(|_| {
                         FleetError::Usage(format!(
-                            "unknown command {c:?}: pause, resume or identify"
+                            "unknown command {c:?}: pause, resume, identify or rollback"
                         ))
                     })
             }

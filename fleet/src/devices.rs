@@ -42,6 +42,13 @@ pub struct DeviceRow {
     pub last_seen_s: Option<u64>,
     /// When the device started (from `status`).
     pub started_at: Option<String>,
+    /// The last model update job's state (`model/status`): queued, in_progress,
+    /// succeeded, failed or rejected.
+    pub model_job_state: Option<String>,
+    /// That job's id.
+    pub model_job: Option<String>,
+    /// Why, for a failed or rejected job.
+    pub model_job_reason: Option<String>,
 }
 
 fn text(v: Option<&Value>, path: &[&str]) -> Option<String> {
@@ -76,6 +83,9 @@ impl DeviceRow {
                 .and_then(|t| now.duration_since(t).ok())
                 .map(|d| d.as_secs()),
             started_at: text(status, &["started_at"]),
+            model_job_state: text(view.model_status.as_ref(), &["state"]),
+            model_job: text(view.model_status.as_ref(), &["job"]),
+            model_job_reason: text(view.model_status.as_ref(), &["reason"]),
         }
     }
 }
@@ -94,7 +104,7 @@ pub fn table(rows: &[DeviceRow]) -> String {
     let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
     let header = [
         "DEVICE", "SITE", "ROOM", "STATE", "BACKEND", "MODEL", "SHA256", "PROFILE", "CALIB",
-        "OUTBOX", "DROPPED", "TEMP_C", "SEEN_S",
+        "OUTBOX", "DROPPED", "TEMP_C", "SEEN_S", "UPDATE",
     ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
@@ -120,6 +130,13 @@ pub fn table(rows: &[DeviceRow]) -> String {
                 .map(|t| format!("{t:.1}"))
                 .unwrap_or_else(|| "-".into()),
             num(r.last_seen_s),
+            match (&r.model_job_state, &r.model_job_reason) {
+                (Some(state), Some(reason)) if state == "failed" || state == "rejected" => {
+                    format!("{state} ({reason})")
+                }
+                (Some(state), _) => state.clone(),
+                (None, _) => "-".into(),
+            },
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
@@ -160,6 +177,7 @@ mod tests {
             status: Some(serde_json::json!({"state": "safe_mode", "room": "r",
                 "reason": "\u{1b}[2J\nd2  s  r  running"})),
             stats: None,
+            model_status: None,
             last_seen: None,
         };
         let text = table(&[DeviceRow::of(&view, SystemTime::now())]);

@@ -12,6 +12,7 @@ pub mod control;
 pub mod devices;
 pub mod error;
 pub mod ingest;
+pub mod push;
 pub mod report;
 pub mod signing;
 pub mod store;

@@ -12,6 +12,7 @@ use caer_fleet::broker::Broker;
 use caer_fleet::control::{self, Outcome, Request, Targets};
 use caer_fleet::devices::{self, DeviceRow};
 use caer_fleet::ingest::{self, IngestOptions};
+use caer_fleet::push::{self, Offered, PushOptions, PushOutcome};
 use caer_fleet::store::Store;
 use caer_fleet::view::Watch;
 use caer_fleet::{report, signing, FleetError};
@@ -89,9 +90,14 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// A command (pause, resume, identify) to the devices that match.
+    /// Model updates: offer a signed bundle to the devices that match.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// A command (pause, resume, identify, rollback) to the devices that match.
     Cmd {
-        /// pause, resume or identify.
+        /// pause, resume, identify or rollback (to the bundle before the last update).
         command: String,
         #[command(flatten)]
         targets: TargetArgs,
@@ -172,6 +178,27 @@ enum BundleAction {
         trusted: Vec<String>,
         /// A bundle directory or a calibration.json.
         path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Offers a signed bundle directory, serves its chunks and waits for each device's job
+    /// to end (succeeded, failed or rejected).
+    Push {
+        /// The bundle directory, signed with `bundle sign`.
+        bundle: PathBuf,
+        /// Offer it to this many devices first; the rest only if they succeed (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        canary: usize,
+        /// Failures among the canary devices that still let the rest go on.
+        #[arg(long, default_value_t = 0)]
+        max_failures: usize,
+        /// Most KiB served per second, all devices together (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate_kib: u64,
+        #[command(flatten)]
+        targets: TargetArgs,
     },
 }
 
@@ -261,6 +288,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => control::change_from_pairs(pairs)?,
             };
             request(&cli, targets, &Request::Config(change))
+        }
+        Command::Model {
+            action:
+                ModelAction::Push {
+                    bundle,
+                    canary,
+                    max_failures,
+                    rate_kib,
+                    targets,
+                },
+        } => {
+            let offered = Offered::load(bundle, &push::job_id())?;
+            eprintln!(
+                "bundle {} ({} bytes), job {}",
+                offered.bundle,
+                offered.bytes_total(),
+                offered.offer.job
+            );
+            let options = PushOptions {
+                canary: *canary,
+                max_failures: *max_failures,
+                timeout: targets.timeout,
+                rate_bytes_per_s: rate_kib.saturating_mul(1024),
+            };
+            let results = push::push(&broker(&cli)?, &targets.targets(), &offered, &options)?;
+            if targets.json {
+                for r in &results {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", push::lines(&results));
+            }
+            let all_ok = !results.is_empty()
+                && results
+                    .iter()
+                    .all(|r| matches!(r.outcome, PushOutcome::Succeeded { .. }));
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Cmd { command, targets } => {
             request(&cli, targets, &Request::Command(command.clone()))

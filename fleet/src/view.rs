@@ -31,6 +31,8 @@ pub struct DeviceView {
     pub status: Option<Value>,
     /// The latest `stats` seen.
     pub stats: Option<Value>,
+    /// The retained `model/status`: the last model update job.
+    pub model_status: Option<Value>,
     /// When anything of the device was last received.
     pub last_seen: Option<SystemTime>,
 }
@@ -76,12 +78,35 @@ pub struct Watch {
     pub devices: BTreeMap<(String, String), DeviceView>,
     /// Acks received, in order.
     pub acks: Vec<AckSeen>,
+    /// `model/fetch` requests received and not yet taken (only with [`Watch::open_for_push`]).
+    pub fetches: std::collections::VecDeque<AckSeen>,
 }
 
 impl Watch {
     /// Connects and subscribes to status and stats (and acks with `with_acks`), and waits
     /// for the subscriptions to be granted, so that every retained status follows.
     pub fn open(broker: &Broker, with_acks: bool) -> Result<Watch, FleetError> {
+        let mut topics = vec![
+            "caer/+/+/status".to_string(),
+            "caer/+/+/stats".to_string(),
+            "caer/+/+/model/status".to_string(),
+        ];
+        if with_acks {
+            topics.push("caer/+/+/config/ack".into());
+            topics.push("caer/+/+/cmd/ack".into());
+        }
+        Watch::open_topics(broker, topics)
+    }
+
+    /// [`Watch::open`] for `model push`: with the devices' `model/fetch` requests.
+    pub fn open_for_push(broker: &Broker) -> Result<Watch, FleetError> {
+        let topics = ["status", "model/status", "model/fetch"]
+            .map(|leaf| format!("caer/+/+/{leaf}"))
+            .to_vec();
+        Watch::open_topics(broker, topics)
+    }
+
+    fn open_topics(broker: &Broker, topics: Vec<String>) -> Result<Watch, FleetError> {
         let id = format!(
             "caer-fleet-{}-{}",
             std::process::id(),
@@ -94,11 +119,6 @@ impl Watch {
         options.set_clean_start(true);
         options.set_max_packet_size(Some(256 * 1024));
         let (client, connection) = Client::new(options, 256);
-        let mut topics = vec!["caer/+/+/status".to_string(), "caer/+/+/stats".to_string()];
-        if with_acks {
-            topics.push("caer/+/+/config/ack".into());
-            topics.push("caer/+/+/cmd/ack".into());
-        }
         let mut watch = Watch {
             client,
             connection,
@@ -107,6 +127,7 @@ impl Watch {
             topics,
             devices: BTreeMap::new(),
             acks: Vec::new(),
+            fetches: std::collections::VecDeque::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while watch.subscribed < watch.topics.len() {
@@ -175,6 +196,16 @@ impl Watch {
         if !json.is_object() {
             return;
         }
+        if t.leaf == "model/fetch" {
+            if self.fetches.len() < MAX_ACKS {
+                self.fetches.push_back(AckSeen {
+                    site: t.site,
+                    device: t.device,
+                    json,
+                });
+            }
+            return;
+        }
         if t.leaf.ends_with("/ack") {
             if self.acks.len() >= MAX_ACKS {
                 return;
@@ -199,6 +230,7 @@ impl Watch {
         match t.leaf.as_str() {
             "status" => view.status = Some(json),
             "stats" => view.stats = Some(json),
+            "model/status" => view.model_status = Some(json),
             _ => {}
         }
     }
@@ -206,11 +238,21 @@ impl Watch {
     /// Publishes a request (QoS 1, never retained: a device refuses retained requests).
     /// While the client's request queue is full, the connection is polled to drain it.
     pub fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), FleetError> {
+        self.publish_qos(topic, payload, QoS::AtLeastOnce)
+    }
+
+    /// [`Watch::publish`] at `qos`.
+    pub fn publish_qos(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+    ) -> Result<(), FleetError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match self
                 .client
-                .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                .try_publish(topic.clone(), qos, false, payload.clone())
             {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => return Err(self.error(e.to_string())),

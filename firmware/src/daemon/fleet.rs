@@ -211,6 +211,8 @@ pub enum Command {
     /// Make the device findable: logs a notice (and lights the board's identify LED where
     /// the board support wires one).
     Identify,
+    /// Go back to the model bundle that ran before the last switch.
+    Rollback,
 }
 
 /// A checked control request, for the daemon's supervisor.
@@ -230,6 +232,10 @@ pub enum ControlRequest {
         /// The command.
         command: Command,
     },
+    /// A `model/offer` whose envelope passed [`crate::daemon::update::parse_offer`].
+    ModelOffer(Box<crate::daemon::update::Offer>),
+    /// A `model/chunk` whose bytes match its header.
+    ModelChunk(crate::daemon::update::Chunk),
 }
 
 /// A rejected control message: the request id (if one could be read) and the problems.

@@ -48,6 +48,7 @@ pub mod fleet;
 pub mod outbox;
 pub mod publish;
 pub mod state_dir;
+pub mod update;
 
 pub mod state;
 
@@ -156,10 +157,12 @@ pub fn run(
         started,
     )?;
     supervisor.paused_reason = paused_reason;
+    supervisor.configured_bundle = config.config().model.bundle.clone();
     let sink = SinkThread::spawn(&mut supervisor, outbox, sink_rx, control_tx)?;
 
     supervisor.poll_thermal();
     supervisor.start_pipeline()?;
+    supervisor.resume_update();
     if let Err(e) = caer_board::systemd::ready() {
         tracing::warn!(error = %e, "cannot notify systemd");
     }

@@ -28,6 +28,39 @@ pub struct PersistentState {
     pub paused: bool,
     /// Accepted remote configuration changes, merged, applied on top of the file.
     pub remote_config: Option<serde_json::Value>,
+    /// The bundle that runs.
+    pub bundle: BundleRef,
+    /// The bundle that ran before the last switch (what `rollback` returns to).
+    pub previous_bundle: Option<BundleRef>,
+    /// Starts since the last switch, while the new bundle is on trial (see
+    /// [`crate::daemon::update`]); none once it ran long enough.
+    pub trial_starts: Option<u32>,
+}
+
+/// A model bundle: the configured one (`model.bundle`) or one delivered over the fleet,
+/// `<state_dir>/bundles/<id>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleRef {
+    /// `model.bundle` of the configuration.
+    #[default]
+    Configured,
+    /// A delivered bundle, by id (the sha256 of its manifest).
+    Delivered(String),
+}
+
+impl BundleRef {
+    fn is_valid(&self) -> bool {
+        match self {
+            BundleRef::Configured => true,
+            BundleRef::Delivered(id) => {
+                id.len() == 64
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -38,6 +71,12 @@ struct StateFile {
     paused: bool,
     #[serde(default)]
     remote_config: Option<serde_json::Value>,
+    #[serde(default)]
+    bundle: BundleRef,
+    #[serde(default)]
+    previous_bundle: Option<BundleRef>,
+    #[serde(default)]
+    trial_starts: Option<u32>,
 }
 
 /// A failure to read or write `state.json`.
@@ -94,9 +133,23 @@ impl PersistentState {
                 message: format!("schema is not {STATE_SCHEMA:?}"),
             });
         }
+        let bundles_ok = file.bundle.is_valid()
+            && file
+                .previous_bundle
+                .as_ref()
+                .is_none_or(BundleRef::is_valid);
+        if !bundles_ok {
+            return Err(StateError::Invalid {
+                path,
+                message: "a bundle id is not 64 lowercase hex digits".into(),
+            });
+        }
         Ok(PersistentState {
             paused: file.paused,
             remote_config: file.remote_config,
+            bundle: file.bundle,
+            previous_bundle: file.previous_bundle,
+            trial_starts: file.trial_starts,
         })
     }
 
@@ -106,6 +159,9 @@ impl PersistentState {
             schema: STATE_SCHEMA.to_string(),
             paused: self.paused,
             remote_config: self.remote_config.clone(),
+            bundle: self.bundle.clone(),
+            previous_bundle: self.previous_bundle.clone(),
+            trial_starts: self.trial_starts,
         };
         let data = serde_json::to_vec_pretty(&file).expect("state serialises");
         dir.replace(STATE_FILE, &data)
@@ -151,14 +207,14 @@ pub(super) fn initial_config(
         }
         let persistent = PersistentState {
             paused: true,
-            remote_config: None,
+            ..PersistentState::default()
         };
         if let Err(e) = persistent.save(dir) {
             tracing::warn!(error = %e, "cannot write the paused state");
         }
         (file_config.clone(), persistent, Some(reason))
     };
-    let persistent = match PersistentState::load(dir) {
+    let mut persistent = match PersistentState::load(dir) {
         Ok(s) => s,
         Err(e) => {
             return fail_closed(format!(
@@ -166,18 +222,55 @@ pub(super) fn initial_config(
             ))
         }
     };
-    match &persistent.remote_config {
-        None => (file_config.clone(), persistent, None),
+    if let Some(note) = count_trial_start(&mut persistent) {
+        tracing::error!(%note, "model trial");
+        if let Err(e) = persistent.save(dir) {
+            tracing::warn!(error = %e, "cannot save the model trial");
+        }
+    }
+    let config = match &persistent.remote_config {
+        None => file_config.clone(),
         Some(remote) => match file_config.merge_remote(remote) {
             Ok(merged) => {
                 tracing::info!("applying the remote configuration kept in the state directory");
-                (merged, persistent, None)
+                merged
             }
-            Err(errors) => fail_closed(format!(
-                "the kept remote configuration is no longer accepted ({errors}): paused"
-            )),
+            Err(errors) => {
+                return fail_closed(format!(
+                    "the kept remote configuration is no longer accepted ({errors}): paused"
+                ))
+            }
         },
+    };
+    let config = match &persistent.bundle {
+        BundleRef::Configured => config,
+        BundleRef::Delivered(id) => config.with_model_bundle(
+            dir.join(crate::daemon::update::transfer::BUNDLES_DIR)
+                .join(id),
+        ),
+    };
+    (config, persistent, None)
+}
+
+/// Counts a start of a bundle on trial; after [`MAX_TRIAL_STARTS`] starts within its trial
+/// (a crash loop after a switch), goes back to the previous bundle. Returns what it did
+/// when it rolled back.
+pub(super) fn count_trial_start(state: &mut PersistentState) -> Option<String> {
+    use crate::daemon::update::MAX_TRIAL_STARTS;
+    let starts = state.trial_starts? + 1;
+    if starts < MAX_TRIAL_STARTS {
+        state.trial_starts = Some(starts);
+        return None;
     }
+    let previous = state.previous_bundle.take().unwrap_or_default();
+    let note = format!(
+        "the daemon started {starts} times since it switched to {:?} without running it for \
+         its trial period: back to {previous:?}",
+        state.bundle
+    );
+    state.bundle = previous;
+    state.trial_starts = None;
+    Some(note)
 }
 
 #[cfg(test)]
@@ -209,6 +302,9 @@ mod tests {
         let state = PersistentState {
             paused: true,
             remote_config: Some(serde_json::json!({"policy": {}})),
+            bundle: BundleRef::Delivered("ab".repeat(32)),
+            previous_bundle: Some(BundleRef::Configured),
+            trial_starts: Some(1),
         };
         state.save(&dir).unwrap();
         assert_eq!(PersistentState::load(&dir).unwrap(), state);
@@ -246,12 +342,49 @@ mod tests {
             remote_config: Some(
                 serde_json::json!({"policy": {"profile": "presence"}, "source": {"max_frames": 1}}),
             ),
+            ..PersistentState::default()
         }
         .save(&dir)
         .unwrap();
         let (_, state, reason) = initial_config(&file_config(), &dir);
         assert!(state.paused);
         assert!(reason.unwrap().contains("source.max_frames"));
+    }
+
+    #[test]
+    fn a_crash_loop_after_a_switch_goes_back_to_the_previous_bundle() {
+        let new = BundleRef::Delivered("cd".repeat(32));
+        let mut state = PersistentState {
+            bundle: new.clone(),
+            previous_bundle: Some(BundleRef::Configured),
+            trial_starts: Some(0),
+            ..PersistentState::default()
+        };
+        assert_eq!(count_trial_start(&mut state), None);
+        assert_eq!(count_trial_start(&mut state), None);
+        assert_eq!((&state.bundle, state.trial_starts), (&new, Some(2)));
+        let note = count_trial_start(&mut state).expect("rolled back at the third start");
+        assert!(note.contains("3 times"), "{note}");
+        assert_eq!(state.bundle, BundleRef::Configured);
+        assert_eq!(
+            (state.previous_bundle.as_ref(), state.trial_starts),
+            (None, None)
+        );
+        // Not on trial: starts are not counted.
+        assert_eq!(count_trial_start(&mut state), None);
+    }
+
+    #[test]
+    fn a_bundle_id_that_is_not_a_hash_fails_closed() {
+        let (_tmp, dir) = dir();
+        dir.replace(
+            STATE_FILE,
+            br#"{"schema": "caer.state.v1", "bundle": {"delivered": "../../etc"}}"#,
+        )
+        .unwrap();
+        let (_, state, reason) = initial_config(&file_config(), &dir);
+        assert!(state.paused);
+        assert!(reason.unwrap().contains("bundle id"));
     }
 
     #[test]

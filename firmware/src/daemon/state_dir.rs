@@ -156,6 +156,71 @@ impl StateDir {
         }
     }
 
+    /// Opens `name` for appending, creating it if missing (a link is refused).
+    pub fn open_append(&self, name: &str) -> io::Result<File> {
+        self.open_at(name, OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND)
+    }
+
+    /// Opens the regular file `name` for reading (a link is refused).
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        self.open_at(name, OFlags::RDONLY)
+    }
+
+    /// The size of the regular file `name`; `None` if there is none. Anything else in its
+    /// place (a link, a directory) is an error.
+    pub fn file_len(&self, name: &str) -> io::Result<Option<u64>> {
+        check_name(name)?;
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(s) if FileType::from_raw_mode(s.st_mode) == FileType::RegularFile => {
+                Ok(Some(s.st_size as u64))
+            }
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name:?} is not a regular file"),
+            )),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The directory `name` inside this one, if it exists (a link is refused).
+    pub fn existing_subdir(&self, name: &str) -> io::Result<Option<StateDir>> {
+        check_name(name)?;
+        match rustix::fs::openat(&self.fd, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => Ok(Some(StateDir {
+                path: self.path.join(name),
+                fd,
+            })),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the directory `name` and everything in it, if it exists. Links inside are
+    /// removed, never followed.
+    pub fn remove_dir_all(&self, name: &str) -> io::Result<()> {
+        let Some(dir) = self.existing_subdir(name)? else {
+            return Ok(());
+        };
+        for (entry, _) in dir.entries()? {
+            match rustix::fs::unlinkat(&dir.fd, entry.as_str(), AtFlags::empty()) {
+                Err(rustix::io::Errno::ISDIR | rustix::io::Errno::PERM) => {
+                    dir.remove_dir_all(&entry)?
+                }
+                other => other?,
+            }
+        }
+        drop(dir);
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?;
+        self.sync()
+    }
+
+    /// Bytes free for an unprivileged writer on this directory's file system.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let s = rustix::fs::fstatvfs(&self.fd)?;
+        Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
     /// Makes the directory's entries durable.
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd)?;

@@ -57,6 +57,12 @@ pub(super) struct Supervisor {
     /// The thermal guard; none when `thermal.enabled` is false.
     pub(super) thermal: Option<Thermal>,
     pub(super) next_thermal: Instant,
+    /// The model bundle being fetched, if any.
+    pub(super) update: Option<crate::daemon::update::transfer::Transfer>,
+    /// `model.bundle` of the file configuration (what a rollback to it loads).
+    pub(super) configured_bundle: std::path::PathBuf,
+    /// When the running bundle was switched to (its trial period).
+    pub(super) switched_at: Option<Instant>,
 }
 
 impl Supervisor {
@@ -91,6 +97,9 @@ impl Supervisor {
             privacy: open_privacy(config.config())?,
             thermal: open_thermal(config.config()),
             next_thermal: started,
+            update: None,
+            configured_bundle: config.config().model.bundle.clone(),
+            switched_at: None,
             config,
         })
     }
@@ -118,6 +127,8 @@ impl Supervisor {
         if now >= self.next_stats {
             self.send_stats()?;
         }
+        self.update_tick();
+        self.trial_tick();
         Ok(None)
     }
 
@@ -288,6 +299,8 @@ impl Supervisor {
             match request {
                 ControlRequest::SetConfig { id, patch } => changes.push((id, patch)),
                 ControlRequest::Command { id, command } => self.handle_command(id, command)?,
+                ControlRequest::ModelOffer(offer) => self.on_offer(*offer),
+                ControlRequest::ModelChunk(chunk) => self.on_chunk(chunk),
             }
         }
         if !changes.is_empty() {
@@ -328,6 +341,7 @@ impl Supervisor {
                     Err(e) => CmdAck::error(id, Some(command), vec![issue("", e.to_string())]),
                 }
             }
+            Command::Rollback => self.rollback(id)?,
             Command::Identify => {
                 let d = &self.config.config().device;
                 tracing::warn!(site = %d.site, room = %d.room, device = %d.id, "identify: this is the device");

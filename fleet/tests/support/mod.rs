@@ -231,18 +231,33 @@ impl Device {
         site: &str,
         room: &str,
         id: &str,
+        size: (u32, u32, f64),
+        extra: &str,
+    ) -> Device {
+        let bundle = repo_root().join("tests/golden/bundle");
+        let model = (bundle.as_path(), "");
+        Device::start_full(broker, (site, room, id), size, "presence", model, extra)
+    }
+
+    /// With this privacy `profile`, this bundle and `model_keys` added to `[model]` (e.g.
+    /// `trusted_keys = [...]`).
+    pub fn start_full(
+        broker: &Broker,
+        (site, room, id): (&str, &str, &str),
         (width, height, fps): (u32, u32, f64),
+        profile: &str,
+        (bundle, model_keys): (&Path, &str),
         extra: &str,
     ) -> Device {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = format!(
             "state_dir = \"{state}\"\n\n[device]\nsite = \"{site}\"\nroom = \"{room}\"\nid = \"{id}\"\n\n\
              [source]\nkind = \"generated\"\nfps = {fps:?}\n[source.generated]\nwidth = {width}\nheight = {height}\nstudents = 4\n\n\
-             [model]\nbundle = \"{bundle}\"\nthreads = 1\n\n[policy]\nprofile = \"presence\"\nmin_group_size = 2\n\n\
+             [model]\nbundle = \"{bundle}\"\nthreads = 1\n{model_keys}\n\n[policy]\nprofile = \"{profile}\"\nmin_group_size = 2\n\n\
              [report]\ninterval_secs = 1\nstats_interval_secs = 2\n\n\
              [mqtt]\nurl = \"{url}\"\nreconnect_min_ms = 200\nreconnect_max_ms = 1000\nkeep_alive_secs = 5\n\n{extra}\n",
             state = dir.path().join("state").display(),
-            bundle = repo_root().join("tests/golden/bundle").display(),
+            bundle = bundle.display(),
             url = broker.url(),
         );
         fs::write(dir.path().join("caerd.toml"), config).unwrap();
@@ -295,6 +310,14 @@ impl Device {
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("caerd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no clean shutdown, as a power cut or a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -81,6 +81,22 @@ impl Topics {
     pub fn cmd(&self) -> String {
         format!("{}/cmd", self.prefix)
     }
+    /// Model bundle offers (subscribed).
+    pub fn model_offer(&self) -> String {
+        format!("{}/model/offer", self.prefix)
+    }
+    /// Chunks of an offered bundle (subscribed).
+    pub fn model_chunk(&self) -> String {
+        format!("{}/model/chunk", self.prefix)
+    }
+    /// Requests for chunks.
+    pub fn model_fetch(&self) -> String {
+        format!("{}/model/fetch", self.prefix)
+    }
+    /// Retained state of the last model update job.
+    pub fn model_status(&self) -> String {
+        format!("{}/model/status", self.prefix)
+    }
     /// Answers to `cmd`.
     pub fn cmd_ack(&self) -> String {
         format!("{}/cmd/ack", self.prefix)

@@ -234,6 +234,13 @@ impl ValidatedConfig {
     pub fn report_interval(&self) -> Duration {
         Duration::from_secs(self.config.report.interval_secs.get())
     }
+    /// This configuration with the model bundle at `path` (one delivered over the fleet, or
+    /// the configured one again after a rollback).
+    pub(crate) fn with_model_bundle(&self, path: PathBuf) -> ValidatedConfig {
+        let mut next = self.clone();
+        next.config.model.bundle = path;
+        next
+    }
     /// The stats interval.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_secs(self.config.report.stats_interval_secs.get())

@@ -38,6 +38,10 @@ pub enum ReplyTopic {
     ConfigAck,
     /// `cmd/ack`.
     CmdAck,
+    /// `model/fetch`.
+    ModelFetch,
+    /// `model/status` (retained).
+    ModelStatus,
 }
 
 /// What a sink is asked to do.

@@ -283,6 +283,56 @@ pub struct ModelTensor {
     pub shape: Vec<Option<u64>>,
 }
 
+/// One file a manifest lists (a model file or the detector's licence), as a delivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    /// The manifest key (`image_encoder`, `face_detector.licence`, ...).
+    pub key: &'static str,
+    /// Path relative to the bundle directory.
+    pub path: String,
+    /// Lowercase hex sha256.
+    pub sha256: String,
+    /// Size in bytes, where the manifest declares one (licences have none).
+    pub bytes: Option<u64>,
+}
+
+impl Manifest {
+    /// Parses and checks `manifest.json`'s bytes (everything that does not need the files);
+    /// `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Manifest, BundleError> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|source| BundleError::ManifestJson {
+                path: path.to_owned(),
+                source,
+            })?;
+        check_manifest(&manifest, path)?;
+        Ok(manifest)
+    }
+
+    /// Every file the bundle holds besides `manifest.json`.
+    pub fn listed_files(&self) -> Vec<ListedFile> {
+        let mut files: Vec<ListedFile> = self
+            .files
+            .entries()
+            .map(|(key, e)| ListedFile {
+                key,
+                path: e.path.clone(),
+                sha256: e.sha256.clone(),
+                bytes: Some(e.bytes),
+            })
+            .collect();
+        if let Some(licence) = self.face_detector.as_ref().map(|d| &d.licence) {
+            files.push(ListedFile {
+                key: "face_detector.licence",
+                path: licence.path.clone(),
+                sha256: licence.sha256.clone(),
+                bytes: None,
+            });
+        }
+        files
+    }
+}
+
 /// A verified bundle directory.
 #[derive(Debug, Clone)]
 pub struct Bundle {

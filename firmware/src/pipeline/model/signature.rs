@@ -137,10 +137,6 @@ pub fn signature_path(file: &Path) -> PathBuf {
 /// `trusted`, from `<file>.sig`.
 pub fn verify(file: &Path, bytes: &[u8], trusted: &[PublicKey]) -> Result<(), SignatureError> {
     let sig_path = signature_path(file);
-    let malformed = |reason: String| SignatureError::Malformed {
-        path: file.to_owned(),
-        reason,
-    };
     let data = match crate::pipeline::files::read_capped(&sig_path, MAX_SIGNATURE_BYTES) {
         Ok(data) => data,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -148,9 +144,35 @@ pub fn verify(file: &Path, bytes: &[u8], trusted: &[PublicKey]) -> Result<(), Si
                 path: file.to_owned(),
             })
         }
-        Err(e) => return Err(malformed(format!("cannot read: {e}"))),
+        Err(e) => {
+            return Err(SignatureError::Malformed {
+                path: file.to_owned(),
+                reason: format!("cannot read: {e}"),
+            })
+        }
     };
-    let parsed: SignatureFile = serde_json::from_slice(&data)
+    verify_bytes(file, &data, bytes, trusted)
+}
+
+/// [`verify`] with the signature file's contents at hand (`signature`, e.g. received with a
+/// bundle offer); `file` names the signed file in messages.
+pub fn verify_bytes(
+    file: &Path,
+    signature: &[u8],
+    bytes: &[u8],
+    trusted: &[PublicKey],
+) -> Result<(), SignatureError> {
+    let malformed = |reason: String| SignatureError::Malformed {
+        path: file.to_owned(),
+        reason,
+    };
+    if signature.len() as u64 > MAX_SIGNATURE_BYTES {
+        return Err(malformed(format!(
+            "is {} bytes; a signature file is at most {MAX_SIGNATURE_BYTES}",
+            signature.len()
+        )));
+    }
+    let parsed: SignatureFile = serde_json::from_slice(signature)
         .map_err(|e| malformed(format!("not a signature file: {e}")))?;
     if parsed.schema != SIGNATURE_SCHEMA || parsed.algorithm != "ed25519" {
         return Err(malformed(format!(

@@ -291,7 +291,12 @@ impl MqttSink {
                 let depth = lock_outbox(&self.outbox).depth();
                 tracing::info!(host = %self.settings.host, port = self.settings.port, pending_records = depth, "connected to the broker");
                 let topics = &self.settings.topics;
-                for topic in [topics.config_set(), topics.cmd()] {
+                for topic in [
+                    topics.config_set(),
+                    topics.cmd(),
+                    topics.model_offer(),
+                    topics.model_chunk(),
+                ] {
                     if let Err(e) = session
                         .client
                         .try_subscribe(topic.clone(), QoS::AtLeastOnce)
@@ -354,6 +359,9 @@ impl MqttSink {
             }
         }
         let topics = &self.settings.topics;
+        if topic == topics.model_offer() || topic == topics.model_chunk() {
+            return self.on_model_message(topic, payload, retained);
+        }
         let (parsed, reply_topic) = if topic == topics.config_set() {
             (fleet::parse_config_set(payload), ReplyTopic::ConfigAck)
         } else if topic == topics.cmd() {
@@ -386,9 +394,44 @@ impl MqttSink {
             ReplyTopic::CmdAck => {
                 serde_json::to_vec(&CmdAck::error(rejected.id, None, rejected.errors))
             }
+            ReplyTopic::ModelFetch | ReplyTopic::ModelStatus => return,
         };
         if let Ok(payload) = payload {
             self.queue_reply(reply_topic, payload);
+        }
+    }
+
+    /// A `model/offer` or `model/chunk`: checked, then handed to the supervisor. A refused
+    /// offer gets a `rejected` job status; a refused chunk is dropped (the device asks for
+    /// it again).
+    fn on_model_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        use crate::daemon::update::{self, JobState, JobStatus};
+        let offer = topic == self.settings.topics.model_offer();
+        let parsed = if retained {
+            Err(update::Refused {
+                job: None,
+                reason: "retained model messages are refused: publish without the retain flag"
+                    .into(),
+            })
+        } else if offer {
+            update::parse_offer(payload).map(|o| ControlRequest::ModelOffer(Box::new(o)))
+        } else {
+            update::parse_chunk(payload).map(ControlRequest::ModelChunk)
+        };
+        let refused = match parsed {
+            Ok(request) => match self.control.try_send(request) {
+                Ok(()) => return,
+                Err(_) => update::Refused {
+                    job: None,
+                    reason: "the daemon is busy; offer it again later".into(),
+                },
+            },
+            Err(refused) => refused,
+        };
+        tracing::warn!(%topic, reason = %refused.reason, "refused a model message");
+        if offer {
+            let status = JobStatus::new(refused.job, JobState::Rejected, Some(refused.reason));
+            self.queue_reply(ReplyTopic::ModelStatus, status.to_payload());
         }
     }
 
@@ -468,11 +511,13 @@ impl MqttSink {
             let Some((topic, payload)) = self.replies.pop_front() else {
                 break;
             };
-            let topic = match topic {
-                ReplyTopic::ConfigAck => topics.config_ack(),
-                ReplyTopic::CmdAck => topics.cmd_ack(),
+            let (topic, retain) = match topic {
+                ReplyTopic::ConfigAck => (topics.config_ack(), false),
+                ReplyTopic::CmdAck => (topics.cmd_ack(), false),
+                ReplyTopic::ModelFetch => (topics.model_fetch(), false),
+                ReplyTopic::ModelStatus => (topics.model_status(), true),
             };
-            if !session.publish(topic, QoS::AtLeastOnce, false, payload, Tag::Control) {
+            if !session.publish(topic, QoS::AtLeastOnce, retain, payload, Tag::Control) {
                 break;
             }
         }
@@ -540,6 +585,7 @@ impl MqttSink {
 fn rejection(request: &ControlRequest, reason: &str) -> Rejected {
     let id = match request {
         ControlRequest::SetConfig { id, .. } | ControlRequest::Command { id, .. } => id.clone(),
+        ControlRequest::ModelOffer(_) | ControlRequest::ModelChunk(_) => None,
     };
     Rejected {
         id,

@@ -1,0 +1,396 @@
+//! `caer-fleet model push` against real parts: mosquitto, real `caerd` devices (each with
+//! its own state directory) and the real tool. The expected answers are known beforehand:
+//! the pushed bundle's `model_id` is one the test wrote into its manifest.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{fleet, wait_until, Broker, Device, FLEET};
+
+const FIXTURE_MODEL: &str = "clip-caer-tiny-fixture";
+
+/// Every engagement record published, by device, as JSON; and every model update message
+/// (`model/offer`, `model/fetch`, `model/status`), by topic leaf.
+#[derive(Clone, Default)]
+struct Records(
+    Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
+    Arc<Mutex<Vec<(String, Value)>>>,
+);
+
+impl Records {
+    fn subscribe(broker: &Broker) -> Records {
+        let records = Records::default();
+        let mut options = rumqttc::MqttOptions::new(
+            format!("test-records-{}", std::process::id()),
+            "127.0.0.1",
+            broker.port(),
+        );
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = rumqttc::Client::new(options, 64);
+        for topic in ["caer/+/+/engagement", "caer/+/+/model/+"] {
+            client.subscribe(topic, rumqttc::QoS::AtLeastOnce).unwrap();
+        }
+        let seen = records.clone();
+        std::thread::spawn(move || {
+            let _client = client;
+            for event in connection.iter() {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event {
+                    let device = p.topic.split('/').nth(2).unwrap_or("").to_string();
+                    let leaf = p.topic.splitn(4, '/').nth(3).unwrap_or("").to_string();
+                    if leaf.starts_with("model/") {
+                        // Chunks are a JSON line and bytes; the rest is JSON.
+                        if let Ok(json) = serde_json::from_slice::<Value>(&p.payload) {
+                            seen.1.lock().unwrap().push((leaf, json));
+                        }
+                        continue;
+                    }
+                    if let Ok(json) = serde_json::from_slice::<Value>(&p.payload) {
+                        seen.0.lock().unwrap().entry(device).or_default().push(json);
+                    }
+                }
+            }
+        });
+        records
+    }
+
+    /// The device's records, by seq (duplicates of at-least-once delivery dropped).
+    fn of(&self, device: &str) -> BTreeMap<u64, Value> {
+        let all = self.0.lock().unwrap();
+        all.get(device)
+            .into_iter()
+            .flatten()
+            .map(|r| (r["seq"].as_u64().unwrap(), r.clone()))
+            .collect()
+    }
+
+    /// Checks every model update message against its JSON Schema; returns how many of each.
+    fn check_model_messages(&self) -> BTreeMap<String, usize> {
+        let schema = |name: &str| {
+            let path = support::repo_root().join("schemas").join(name);
+            let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .unwrap()
+        };
+        let validators = [
+            ("model/offer", schema("model-offer.v1.json")),
+            ("model/fetch", schema("model-fetch.v1.json")),
+            ("model/status", schema("model-status.v1.json")),
+        ];
+        let mut counts = BTreeMap::new();
+        for (leaf, json) in self.1.lock().unwrap().iter() {
+            let (_, validator) = validators
+                .iter()
+                .find(|(l, _)| l == leaf)
+                .unwrap_or_else(|| panic!("an unexpected topic {leaf}"));
+            let errors: Vec<String> = validator.iter_errors(json).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{leaf}: {errors:?}\n{json}");
+            *counts.entry(leaf.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    fn has_model(&self, device: &str, model: &str) -> bool {
+        self.of(device).values().any(|r| r["model_id"] == model)
+    }
+}
+
+/// A copy of the fixture bundle with `model_id` set, signed with `key`.
+fn signed_copy(dir: &Path, name: &str, key: &Path, model_id: &str) -> PathBuf {
+    let bundle = dir.join(name);
+    std::fs::create_dir(&bundle).unwrap();
+    for entry in std::fs::read_dir(support::repo_root().join("tests/golden/bundle")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bundle.join(entry.file_name())).unwrap();
+    }
+    let manifest = bundle.join("manifest.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    json["model_id"] = Value::String(model_id.into());
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let run = fleet(&[
+        "bundle",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    bundle
+}
+
+fn keygen(path: &Path) -> String {
+    let run = fleet(&["bundle", "keygen", "--out", path.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).trim().to_string()
+}
+
+fn devices(broker: &Broker) -> BTreeMap<String, Value> {
+    let run = fleet(&[
+        "--broker",
+        &broker.url(),
+        "devices",
+        "--json",
+        "--wait",
+        "1s",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&run.stdout).unwrap();
+    rows.into_iter()
+        .map(|r| (r["device"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+/// `caer-fleet model push` to completion: its exit code and one result per device.
+fn push(
+    broker: &Broker,
+    bundle: &Path,
+    targets: &[&str],
+) -> (Option<i32>, BTreeMap<String, Value>) {
+    let mut args = vec![
+        "--broker".to_string(),
+        broker.url(),
+        "model".into(),
+        "push".into(),
+    ];
+    args.push(bundle.to_str().unwrap().into());
+    args.extend(targets.iter().map(|s| s.to_string()));
+    args.extend(["--json".into(), "--timeout".into(), "60s".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = fleet(&args);
+    (run.status.code(), results(&run.stdout))
+}
+
+fn results(stdout: &[u8]) -> BTreeMap<String, Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|r| (r["device"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+/// What is under a device's `state/bundles`.
+fn bundles_of(device: &Device) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(device.dir.path().join("state/bundles"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_pushed_bundle_switches_two_devices_through_a_crash_and_bad_ones_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("operator.key");
+    let public = keygen(&key);
+    let stranger = tmp.path().join("stranger.key");
+    keygen(&stranger);
+    // The devices' own bundle must be signed too once they trust a key.
+    let v1 = signed_copy(tmp.path(), "v1", &key, FIXTURE_MODEL);
+    let v2 = signed_copy(tmp.path(), "v2", &key, "fixture-v2");
+    let foreign = signed_copy(tmp.path(), "foreign", &stranger, "fixture-foreign");
+    let v2_id = caer::daemon::update::sha256_hex(&std::fs::read(v2.join("manifest.json")).unwrap());
+
+    let broker = Broker::start();
+    let records = Records::subscribe(&broker);
+    let keys = format!("trusted_keys = [\"{public}\"]");
+    let start = |id: &str, keys: &str| {
+        Device::start_full(
+            &broker,
+            ("s5", "r1", id),
+            (160, 120, 10.0),
+            "coarse",
+            (v1.as_path(), keys),
+            "",
+        )
+    };
+    let mut a = start("dev-a", &keys);
+    let b = start("dev-b", &keys);
+    let c = start("dev-c", "");
+    wait_until(
+        Duration::from_secs(90),
+        "records of the first model",
+        || {
+            ["dev-a", "dev-b"]
+                .iter()
+                .all(|d| records.has_model(d, FIXTURE_MODEL))
+        },
+    );
+
+    // The push, slowed to 512 KiB/s so that dev-a can be killed in the middle of its
+    // transfer (3 MB to each device).
+    let pushing = Command::new(FLEET)
+        .args(["--broker", &broker.url(), "model", "push"])
+        .arg(&v2)
+        .args(["--site", "s5", "--device", "dev-a", "--device", "dev-b"])
+        .args(["--rate-kib", "512", "--timeout", "120s", "--json"])
+        .env("CAER_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = a.dir.path().join(format!("state/bundles/{v2_id}.partial"));
+    wait_until(Duration::from_secs(60), "dev-a half way through", || {
+        let part = |name: &str| {
+            std::fs::metadata(partial.join(name))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        // The first file done, the second under way.
+        part("image_encoder.onnx") > 0 && part("image_encoder.int8.onnx.part") > 0
+    });
+    a.kill();
+    a.restart();
+    let out = pushing.wait_with_output().unwrap();
+    let pushed = results(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{pushed:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log()
+    );
+    for d in ["dev-a", "dev-b"] {
+        assert_eq!(pushed[d]["result"], "succeeded", "{pushed:?}");
+        assert!(pushed[d]["switch_gap_ms"].is_u64(), "{pushed:?}");
+    }
+    assert!(!pushed.contains_key("dev-c"), "not a target: {pushed:?}");
+    eprintln!("push: {pushed:?}");
+
+    wait_until(Duration::from_secs(60), "records of the new model", || {
+        ["dev-a", "dev-b"]
+            .iter()
+            .all(|d| records.has_model(d, "fixture-v2"))
+    });
+    let fleet_view = devices(&broker);
+    for d in ["dev-a", "dev-b"] {
+        assert_eq!(
+            fleet_view[d]["model_id"], "fixture-v2",
+            "{:?}",
+            fleet_view[d]
+        );
+        assert_eq!(fleet_view[d]["model_job_state"], "succeeded");
+        // No seq lost, and the model changes once: old records, then new ones.
+        let seen = records.of(d);
+        let seqs: Vec<u64> = seen.keys().copied().collect();
+        let first = seqs[0];
+        assert_eq!(
+            seqs,
+            (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+            "{d}"
+        );
+        let models: Vec<&str> = seen
+            .values()
+            .map(|r| r["model_id"].as_str().unwrap())
+            .collect();
+        let switch = models.iter().position(|m| *m == "fixture-v2").unwrap();
+        assert!(
+            switch > 0 && models[..switch].iter().all(|m| *m == FIXTURE_MODEL),
+            "{d}: {models:?}"
+        );
+        assert!(
+            models[switch..].iter().all(|m| *m == "fixture-v2"),
+            "{d}: {models:?}"
+        );
+    }
+    assert_eq!(
+        bundles_of(&a),
+        vec![v2_id.clone()],
+        "only the new bundle is kept"
+    );
+    assert_eq!(fleet_view["dev-c"]["model_id"], FIXTURE_MODEL);
+
+    // Refused before anything is fetched, each with its reason; the model runs on.
+    let (code, r) = push(&broker, &foreign, &["--device", "dev-a"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["dev-a"]["state"], "rejected", "{r:?}");
+    assert!(
+        r["dev-a"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in model.trusted_keys"),
+        "{r:?}"
+    );
+    let (code, r) = push(&broker, &v2, &["--device", "dev-c"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        r["dev-c"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("model.trusted_keys is empty"),
+        "{r:?}"
+    );
+    let fleet_view = devices(&broker);
+    assert_eq!(fleet_view["dev-a"]["model_id"], "fixture-v2");
+    assert_eq!(fleet_view["dev-c"]["model_id"], FIXTURE_MODEL);
+    assert_eq!(
+        bundles_of(&a),
+        vec![v2_id.clone()],
+        "nothing left of the refused bundle"
+    );
+    assert!(bundles_of(&c).is_empty());
+
+    let counts = records.check_model_messages();
+    assert!(
+        counts.len() == 3 && counts.values().all(|&n| n > 0),
+        "{counts:?}"
+    );
+
+    // Back to the bundle that ran before.
+    let run = fleet(&[
+        "--broker",
+        &broker.url(),
+        "cmd",
+        "rollback",
+        "--device",
+        "dev-b",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "dev-b back on its first model",
+        || devices(&broker)["dev-b"]["model_id"] == FIXTURE_MODEL,
+    );
+    // A second rollback returns to the new bundle (the two are swapped).
+    let run = fleet(&[
+        "--broker",
+        &broker.url(),
+        "cmd",
+        "rollback",
+        "--device",
+        "dev-b",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    drop((b, c));
+}
