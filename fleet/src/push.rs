@@ -26,8 +26,9 @@ use crate::error::FleetError;
 use crate::topic::device_topic;
 use crate::view::Watch;
 
-/// Longest chunk served.
-pub const MAX_CHUNK_BYTES: u64 = 1 << 20;
+/// Longest chunk served: what a device asks for at most (a chunk and its header stay below
+/// the 1 MiB `max_packet_size` of docs/remote-config.md).
+pub const MAX_CHUNK_BYTES: u64 = update::CHUNK_BYTES;
 
 /// A bundle ready to offer.
 #[derive(Debug, Clone)]
@@ -280,22 +281,28 @@ fn run_group(
     let mut waiting: Vec<&(String, String)> = group.iter().collect();
     let mut done = Vec::new();
     let deadline = started + options.timeout;
-    let mut served = 0u64;
+    // A token bucket holding at most one second of the rate: time spent waiting on devices
+    // does not save up for a burst.
+    let rate = options.rate_bytes_per_s as f64;
+    let (mut tokens, mut refilled) = (rate, Instant::now());
     while !waiting.is_empty() && Instant::now() < deadline {
-        watch.poll(Duration::from_millis(20))?;
+        // Short turns: every request waits for the next turn.
+        watch.poll(Duration::from_millis(2))?;
         while let Some(fetch) = watch.fetches.pop_front() {
-            let allowed =
-                (options.rate_bytes_per_s as f64 * started.elapsed().as_secs_f64()) as u64;
-            if options.rate_bytes_per_s > 0 && served > allowed {
-                // Over the rate: the request waits for the next turn.
-                watch.fetches.push_front(fetch);
-                break;
+            if rate > 0.0 {
+                tokens = (tokens + rate * refilled.elapsed().as_secs_f64()).min(rate);
+                refilled = Instant::now();
+                if tokens < 0.0 {
+                    // Over the rate: the request waits for the next turn.
+                    watch.fetches.push_front(fetch);
+                    break;
+                }
             }
             let ours = waiting
                 .iter()
                 .any(|(s, d)| *s == fetch.site && *d == fetch.device);
             if let Some(chunk) = bundle.chunk(&fetch.json).filter(|_| ours) {
-                served += chunk.len() as u64;
+                tokens -= chunk.len() as f64;
                 let topic = device_topic(&fetch.site, &fetch.device, "model/chunk");
                 watch.publish(topic, chunk)?;
             }

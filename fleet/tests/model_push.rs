@@ -105,6 +105,13 @@ impl Records {
 
 /// A copy of the fixture bundle with `model_id` set, signed with `key`.
 fn signed_copy(dir: &Path, name: &str, key: &Path, model_id: &str) -> PathBuf {
+    signed_edit(dir, name, key, |m| {
+        m["model_id"] = Value::String(model_id.into())
+    })
+}
+
+/// A copy of the fixture bundle with its manifest changed by `edit`, signed with `key`.
+fn signed_edit(dir: &Path, name: &str, key: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let bundle = dir.join(name);
     std::fs::create_dir(&bundle).unwrap();
     for entry in std::fs::read_dir(support::repo_root().join("tests/golden/bundle")).unwrap() {
@@ -113,7 +120,7 @@ fn signed_copy(dir: &Path, name: &str, key: &Path, model_id: &str) -> PathBuf {
     }
     let manifest = bundle.join("manifest.json");
     let mut json: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    json["model_id"] = Value::String(model_id.into());
+    edit(&mut json);
     std::fs::write(&manifest, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     let run = fleet(&[
         "bundle",
@@ -211,6 +218,14 @@ fn a_pushed_bundle_switches_two_devices_through_a_crash_and_bad_ones_are_refused
     let v1 = signed_copy(tmp.path(), "v1", &key, FIXTURE_MODEL);
     let v2 = signed_copy(tmp.path(), "v2", &key, "fixture-v2");
     let foreign = signed_copy(tmp.path(), "foreign", &stranger, "fixture-foreign");
+    // Signed, complete and valid, but its model does not give the embedding its manifest
+    // promises: the backend's self-check fails on the device.
+    let unrunnable = signed_edit(tmp.path(), "unrunnable", &key, |m| {
+        m["model_id"] = "fixture-unrunnable".into();
+        for x in m["self_check"]["embedding"].as_array_mut().unwrap() {
+            *x = (-x.as_f64().unwrap() - 1.0).into();
+        }
+    });
     let v2_id = caer::daemon::update::sha256_hex(&std::fs::read(v2.join("manifest.json")).unwrap());
 
     let broker = Broker::start();
@@ -343,6 +358,15 @@ fn a_pushed_bundle_switches_two_devices_through_a_crash_and_bad_ones_are_refused
             .contains("model.trusted_keys is empty"),
         "{r:?}"
     );
+    // Fetched and checked, but it cannot run: failed, and removed.
+    let (code, r) = push(&broker, &unrunnable, &["--device", "dev-a"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["dev-a"]["state"], "failed", "{r:?}");
+    let reason = r["dev-a"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("self-check") && reason.contains("previous model runs on"),
+        "{reason}"
+    );
     let fleet_view = devices(&broker);
     assert_eq!(fleet_view["dev-a"]["model_id"], "fixture-v2");
     assert_eq!(fleet_view["dev-c"]["model_id"], FIXTURE_MODEL);
@@ -359,38 +383,54 @@ fn a_pushed_bundle_switches_two_devices_through_a_crash_and_bad_ones_are_refused
         "{counts:?}"
     );
 
-    // Back to the bundle that ran before.
-    let run = fleet(&[
-        "--broker",
-        &broker.url(),
-        "cmd",
-        "rollback",
-        "--device",
-        "dev-b",
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stdout)
-    );
+    // Back to the bundle that ran before, and the two swap places.
+    for expected in [FIXTURE_MODEL, "fixture-v2"] {
+        let run = fleet(&[
+            "--broker",
+            &broker.url(),
+            "cmd",
+            "rollback",
+            "--device",
+            "dev-a",
+            "--timeout",
+            "60s",
+        ]);
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(run.status.success(), "{out}");
+        assert_eq!(devices(&broker)["dev-a"]["model_id"], expected, "{out}");
+    }
+
+    // A crash loop on the new bundle: the third start within its trial goes back to the
+    // previous one on its own.
+    let mut b = b;
+    let state_of_b = |b: &Device| -> Value {
+        std::fs::read(b.dir.path().join("state/state.json"))
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(state_of_b(&b)["trial_starts"], 0);
+    for start in 1..=2 {
+        b.kill();
+        b.restart();
+        wait_until(
+            Duration::from_secs(30),
+            &format!("start {start} counted"),
+            || state_of_b(&b)["trial_starts"] == start,
+        );
+    }
+    b.kill();
+    b.restart();
     wait_until(
         Duration::from_secs(30),
-        "dev-b back on its first model",
+        "the third start rolled back",
+        || state_of_b(&b)["bundle"] == "configured",
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "dev-b on its first model again",
         || devices(&broker)["dev-b"]["model_id"] == FIXTURE_MODEL,
     );
-    // A second rollback returns to the new bundle (the two are swapped).
-    let run = fleet(&[
-        "--broker",
-        &broker.url(),
-        "cmd",
-        "rollback",
-        "--device",
-        "dev-b",
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stdout)
-    );
-    drop((b, c));
+    assert_eq!(state_of_b(&b)["trial_starts"], Value::Null);
+    drop((a, b, c));
 }

@@ -222,8 +222,11 @@ pub(super) fn initial_config(
             ))
         }
     };
+    let on_trial = persistent.trial_starts.is_some();
     if let Some(note) = count_trial_start(&mut persistent) {
         tracing::error!(%note, "model trial");
+    }
+    if on_trial {
         if let Err(e) = persistent.save(dir) {
             tracing::warn!(error = %e, "cannot save the model trial");
         }

@@ -61,8 +61,12 @@ pub(super) struct Supervisor {
     pub(super) update: Option<crate::daemon::update::transfer::Transfer>,
     /// `model.bundle` of the file configuration (what a rollback to it loads).
     pub(super) configured_bundle: std::path::PathBuf,
-    /// When the running bundle was switched to (its trial period).
+    /// When the running bundle was switched to.
     pub(super) switched_at: Option<Instant>,
+    /// A model switch whose pipeline is being built.
+    pub(super) switching: Option<crate::daemon::update::PendingSwitch>,
+    /// Since when the current pipeline runs (a bundle's trial needs one long run).
+    pub(super) running_since: Option<Instant>,
 }
 
 impl Supervisor {
@@ -100,6 +104,8 @@ impl Supervisor {
             update: None,
             configured_bundle: config.config().model.bundle.clone(),
             switched_at: None,
+            switching: None,
+            running_since: None,
             config,
         })
     }
@@ -128,6 +134,7 @@ impl Supervisor {
             self.send_stats()?;
         }
         self.update_tick();
+        self.switch_tick();
         self.trial_tick();
         Ok(None)
     }
@@ -233,6 +240,7 @@ impl Supervisor {
         self.model_info = pipeline.model_info.clone();
         self.backend = pipeline.backend.clone();
         self.pipeline = Some(pipeline);
+        self.running_since = Some(Instant::now());
         self.next_retry = None;
         let c = self.config.config();
         tracing::info!(
@@ -273,6 +281,8 @@ impl Supervisor {
 
     pub(super) fn enter_safe_mode(&mut self, reason: String) -> Result<(), DaemonError> {
         tracing::error!(%reason, retry_s = SAFE_MODE_RETRY.as_secs(), "safe mode: the configuration is valid but cannot run");
+        self.running_since = None;
+        self.roll_back_on_trial_failure(&reason);
         self.model_info = None;
         self.backend = None;
         self.next_retry = Some(Instant::now() + SAFE_MODE_RETRY);
@@ -280,6 +290,7 @@ impl Supervisor {
     }
 
     pub(super) fn stop_pipeline(&mut self) -> Result<Option<PipelineEnd>, DaemonError> {
+        self.running_since = None;
         match self.pipeline.take() {
             Some(p) => p.stop(&self.metrics).map(Some),
             None => Ok(None),
@@ -341,7 +352,7 @@ impl Supervisor {
                     Err(e) => CmdAck::error(id, Some(command), vec![issue("", e.to_string())]),
                 }
             }
-            Command::Rollback => self.rollback(id)?,
+            Command::Rollback => return Ok(self.rollback(id)),
             Command::Identify => {
                 let d = &self.config.config().device;
                 tracing::warn!(site = %d.site, room = %d.room, device = %d.id, "identify: this is the device");
@@ -365,6 +376,13 @@ impl Supervisor {
         &mut self,
         changes: Vec<(Option<String>, serde_json::Value)>,
     ) -> Result<Vec<RemoteResult>, DaemonError> {
+        if self.switching.is_some() {
+            let reason = "a model switch is under way; retry once it is done".to_string();
+            return Ok(changes
+                .into_iter()
+                .map(|(id, _)| (id, Err(vec![issue("", reason.clone())])))
+                .collect());
+        }
         let interval = Duration::from_secs(self.config.config().remote.min_change_interval_secs);
         if let Some(wait) = self
             .last_remote_change

@@ -14,7 +14,6 @@ use crate::daemon::running::PipelineEnd;
 use crate::daemon::state::BundleRef;
 use crate::daemon::state_dir::StateDir;
 use crate::daemon::supervisor::{issue, Supervisor};
-use crate::daemon::DaemonError;
 
 /// How long the device waits for a chunk before asking again.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,20 +72,39 @@ impl Supervisor {
 
     /// A checked `model/offer`.
     pub(crate) fn on_offer(&mut self, offer: Offer) {
-        if let Some(t) = &self.update {
-            if t.job == offer.job {
-                // The operator's tool started again: ask for the outstanding chunk now.
-                self.update.as_mut().expect("checked").requested_at = None;
-                self.advance_update();
-            } else {
-                let reason = format!("busy with job {:?}; offer this one again after it", t.job);
-                self.publish_job_status(&JobStatus::new(
-                    Some(offer.job),
-                    JobState::Rejected,
-                    Some(reason),
-                ));
-            }
-            return;
+        let bundle = super::sha256_hex(offer.manifest.as_bytes());
+        if self.persistent.bundle == BundleRef::Delivered(bundle.clone()) {
+            let mut status = JobStatus::new(
+                Some(offer.job),
+                JobState::Succeeded,
+                Some("this bundle is already running".into()),
+            );
+            status.bundle = Some(bundle);
+            return self.publish_job_status(&status);
+        }
+        if let Some(t) = self.update.as_mut().filter(|t| t.bundle == bundle) {
+            // The same bundle again (the operator's tool started again, or the transfer
+            // resumed after a restart): go on under the new job id.
+            t.job = offer.job;
+            t.rewind();
+            return self.advance_update();
+        }
+        if self.switching.is_some() {
+            let status = JobStatus::new(
+                Some(offer.job),
+                JobState::Rejected,
+                Some("a model switch is under way; offer it again once it is done".into()),
+            );
+            return self.publish_job_status(&status);
+        }
+        if let Some(old) = self.update.take() {
+            tracing::warn!(job = %old.job, "a new bundle was offered: the unfinished transfer is given up");
+            let status = self.job_status(
+                &old,
+                JobState::Failed,
+                Some(format!("replaced by job {:?}", offer.job)),
+            );
+            self.publish_job_status(&status);
         }
         let trusted = self.config.config().model.trusted_keys();
         let started = self
@@ -134,19 +152,22 @@ impl Supervisor {
             return;
         };
         match transfer.next(&bundles) {
-            Ok(Progress::Fetch(request)) => {
-                let first = transfer.bytes_done() == 0 && transfer.retries == 0;
-                transfer.requested_at = Some(Instant::now());
-                let payload = serde_json::to_vec(&request).expect("a fetch request serialises");
-                if first || request.offset == 0 {
-                    let status = self.job_status(
-                        self.update.as_ref().expect("set"),
-                        JobState::InProgress,
-                        Some(format!("fetching {}", request.path)),
-                    );
-                    self.publish_job_status(&status);
+            Ok(Progress::Fetch(requests)) => {
+                if !requests.is_empty() {
+                    transfer.requested_at = Some(Instant::now());
                 }
-                self.reply(ReplyTopic::ModelFetch, payload);
+                for request in requests {
+                    if request.offset == 0 {
+                        let status = self.job_status(
+                            self.update.as_ref().expect("set"),
+                            JobState::InProgress,
+                            Some(format!("fetching {}", request.path)),
+                        );
+                        self.publish_job_status(&status);
+                    }
+                    let payload = serde_json::to_vec(&request).expect("a fetch request serialises");
+                    self.reply(ReplyTopic::ModelFetch, payload);
+                }
             }
             Ok(Progress::Complete(_)) => {
                 let transfer = self.update.take().expect("set");
@@ -156,28 +177,14 @@ impl Supervisor {
                     Some("checking and loading the new model".into()),
                 );
                 self.publish_job_status(&status);
-                tracing::info!(job = %transfer.job, bytes = transfer.bytes_total, seconds = transfer.started.elapsed().as_secs_f64(), "model transfer complete");
-                let mut status = self.job_status(&transfer, JobState::Succeeded, None);
-                match self.switch_bundle(BundleRef::Delivered(transfer.bundle.clone())) {
-                    Ok(gap) => {
-                        status.switch_gap_ms = Some(gap.as_millis() as u64);
-                        status.reason = Some(format!(
-                            "{} bytes in {:.1} s; switched with {} ms without inference",
-                            transfer.bytes_total,
-                            transfer.started.elapsed().as_secs_f64(),
-                            gap.as_millis()
-                        ));
-                    }
-                    Err(reason) => {
-                        status.state = JobState::Failed;
-                        status.reason = Some(format!("{reason}; the previous model runs on"));
-                        if let Err(e) = bundles.remove_dir_all(&transfer.bundle) {
-                            tracing::warn!(error = %e, "cannot remove the refused bundle");
-                        }
-                    }
-                }
-                status.at = crate::pipeline::aggregate::rfc3339(std::time::SystemTime::now());
-                self.publish_job_status(&status);
+                let transfer_s = transfer.started.elapsed().as_secs_f64();
+                tracing::info!(job = %transfer.job, bytes = transfer.bytes_total, seconds = transfer_s, "model transfer complete");
+                let finish = SwitchFinish::Job {
+                    status,
+                    remove_on_failure: Some(transfer.bundle.clone()),
+                    transfer_s,
+                };
+                self.begin_switch(BundleRef::Delivered(transfer.bundle), finish);
             }
             Err(e) => self.fail_update(e.to_string(), true),
         }
@@ -221,6 +228,7 @@ impl Supervisor {
                 false,
             );
         }
+        transfer.rewind();
         self.advance_update();
     }
 
@@ -239,15 +247,66 @@ impl Supervisor {
         .collect()
     }
 
-    /// Builds a pipeline on `target` beside the running one, records the choice (the running
-    /// bundle becomes the previous one), then swaps pipelines. Returns the time without
-    /// inference; `Err` leaves everything as it was.
-    pub(crate) fn switch_bundle(&mut self, target: BundleRef) -> Result<Duration, String> {
+    /// Starts building a pipeline on `target` in a thread of its own, beside the running
+    /// one (loading a model can take minutes: a TensorRT engine is built for a new one, and
+    /// the run loop must go on answering and pinging the watchdog meanwhile).
+    /// [`Supervisor::switch_tick`] finishes the switch once it is built.
+    fn begin_switch(&mut self, target: BundleRef, finish: SwitchFinish) {
+        if self.switching.is_some() {
+            return self.report_switch(finish, Err("another model switch is under way".into()));
+        }
         let config = self.config.with_model_bundle(match &target {
             BundleRef::Delivered(id) => self.state_dir.join(BUNDLES_DIR).join(id),
             BundleRef::Configured => self.configured_bundle.clone(),
         });
-        let parts = build_parts(&config).map_err(|e| format!("the new model cannot run: {e}"))?;
+        let for_build = config.clone();
+        let build = std::thread::Builder::new()
+            .name("caer-model-load".into())
+            .spawn(move || build_parts(&for_build).map_err(|e| e.to_string()));
+        match build {
+            Ok(build) => {
+                self.switching = Some(PendingSwitch {
+                    build,
+                    config,
+                    target,
+                    finish,
+                })
+            }
+            Err(e) => self.report_switch(finish, Err(format!("cannot start loading: {e}"))),
+        }
+    }
+
+    /// Finishes a switch whose pipeline is built: records the choice (the running bundle
+    /// becomes the previous one), then swaps pipelines.
+    pub(crate) fn switch_tick(&mut self) {
+        if !self
+            .switching
+            .as_ref()
+            .is_some_and(|p| p.build.is_finished())
+        {
+            return;
+        }
+        let pending = self.switching.take().expect("checked");
+        let built = pending
+            .build
+            .join()
+            .unwrap_or_else(|_| Err("loading the model panicked".into()));
+        let result = built
+            .map_err(|e| format!("the new model cannot run: {e}"))
+            .and_then(|parts| self.swap_pipelines(pending.target.clone(), pending.config, parts));
+        self.report_switch(pending.finish, result);
+    }
+
+    /// Saves the choice of `target`, stops the running pipeline and launches `parts`. On a
+    /// failure after the old pipeline stopped, the previous choice is restored and started
+    /// again. Returns the time without inference.
+    fn swap_pipelines(
+        &mut self,
+        target: BundleRef,
+        config: crate::daemon::config::ValidatedConfig,
+        parts: crate::daemon::build::Parts,
+    ) -> Result<Duration, String> {
+        let before = (self.persistent.clone(), self.config.clone());
         let mut next = self.persistent.clone();
         next.previous_bundle = Some(next.bundle.clone());
         next.bundle = target;
@@ -256,18 +315,30 @@ impl Supervisor {
             .map_err(|e| format!("cannot save the choice of bundle: {e}"))?;
         self.persistent = next;
         let gap = Instant::now();
-        match self.stop_pipeline() {
-            Ok(Some(PipelineEnd::Failed(reason))) => {
-                tracing::warn!(%reason, "the previous pipeline had failed")
+        let swapped = match self.stop_pipeline() {
+            Ok(end) => {
+                if let Some(PipelineEnd::Failed(reason)) = end {
+                    tracing::warn!(%reason, "the previous pipeline had failed");
+                }
+                self.config = config;
+                self.launch(parts)
+                    .map_err(|e| format!("cannot start the new pipeline: {e}"))
             }
-            Ok(_) => {}
-            Err(e) => return Err(format!("cannot stop the running pipeline: {e}")),
+            Err(e) => Err(format!("cannot stop the running pipeline: {e}")),
+        };
+        if let Err(reason) = swapped {
+            let (persistent, config) = before;
+            if let Err(e) = persistent.save(&self.state_dir) {
+                tracing::error!(error = %e, "cannot restore the choice of bundle");
+            }
+            self.persistent = persistent;
+            self.config = config;
+            if let Err(e) = self.start_pipeline() {
+                tracing::error!(error = %e, "cannot restart the previous pipeline");
+            }
+            return Err(reason);
         }
-        self.config = config;
         self.switched_at = Some(Instant::now());
-        if let Err(e) = self.launch(parts) {
-            return Err(format!("cannot start the new pipeline: {e}"));
-        }
         let gap = gap.elapsed();
         if let Ok(bundles) = self.bundles() {
             let keep = self.kept_bundles();
@@ -281,40 +352,124 @@ impl Supervisor {
         Ok(gap)
     }
 
-    /// The `rollback` command: back to the previous bundle.
-    pub(crate) fn rollback(&mut self, id: Option<String>) -> Result<CmdAck, DaemonError> {
-        let Some(previous) = self.persistent.previous_bundle.clone() else {
-            return Ok(CmdAck::error(
-                id,
-                Some(Command::Rollback),
-                vec![issue("", "there is no previous bundle to return to".into())],
-            ));
-        };
-        Ok(match self.switch_bundle(previous.clone()) {
-            Ok(gap) => {
-                tracing::info!(bundle = ?previous, gap_ms = gap.as_millis() as u64, "rolled back");
-                CmdAck::ok(id, Command::Rollback)
+    /// Tells the operator how a switch ended.
+    fn report_switch(&mut self, finish: SwitchFinish, result: Result<Duration, String>) {
+        match finish {
+            SwitchFinish::Job {
+                mut status,
+                remove_on_failure,
+                transfer_s,
+            } => {
+                match result {
+                    Ok(gap) => {
+                        status.state = JobState::Succeeded;
+                        status.switch_gap_ms = Some(gap.as_millis() as u64);
+                        status.reason = Some(format!(
+                            "{} bytes fetched in {transfer_s:.1} s; switched with {} ms without inference",
+                            status.bytes_total,
+                            gap.as_millis()
+                        ));
+                    }
+                    Err(reason) => {
+                        status.state = JobState::Failed;
+                        status.reason = Some(format!("{reason}; the previous model runs on"));
+                        if let (Some(id), Ok(bundles)) = (remove_on_failure, self.bundles()) {
+                            if let Err(e) = bundles.remove_dir_all(&id) {
+                                tracing::warn!(error = %e, "cannot remove the refused bundle");
+                            }
+                        }
+                    }
+                }
+                status.at = crate::pipeline::aggregate::rfc3339(std::time::SystemTime::now());
+                self.publish_job_status(&status);
             }
-            Err(reason) => CmdAck::error(id, Some(Command::Rollback), vec![issue("", reason)]),
-        })
+            SwitchFinish::Command(id) => {
+                let ack = match result {
+                    Ok(gap) => {
+                        tracing::info!(bundle = ?self.persistent.bundle, gap_ms = gap.as_millis() as u64, "rolled back");
+                        CmdAck::ok(id, Command::Rollback)
+                    }
+                    Err(reason) => {
+                        CmdAck::error(id, Some(Command::Rollback), vec![issue("", reason)])
+                    }
+                };
+                self.reply(
+                    ReplyTopic::CmdAck,
+                    serde_json::to_vec(&ack).expect("acks serialise"),
+                );
+            }
+            SwitchFinish::Quiet => {
+                if let Err(reason) = result {
+                    tracing::error!(%reason, "the automatic rollback failed");
+                }
+            }
+        }
     }
+
+    /// The `rollback` command: back to the previous bundle, answered once switched.
+    pub(crate) fn rollback(&mut self, id: Option<String>) {
+        match self.persistent.previous_bundle.clone() {
+            Some(previous) => self.begin_switch(previous, SwitchFinish::Command(id)),
+            None => self.report_switch(
+                SwitchFinish::Command(id),
+                Err("there is no previous bundle to return to".into()),
+            ),
+        }
+    }
+
+    /// A bundle on trial that cannot run goes back to the previous one at once; `true` when
+    /// a rollback started.
+    pub(crate) fn roll_back_on_trial_failure(&mut self, reason: &str) -> bool {
+        let Some(previous) = self.persistent.previous_bundle.clone() else {
+            return false;
+        };
+        if self.persistent.trial_starts.is_none() || self.switching.is_some() {
+            return false;
+        }
+        tracing::error!(%reason, ?previous, "the new model failed during its trial: rolling back");
+        self.begin_switch(previous, SwitchFinish::Quiet);
+        true
+    }
+}
+
+/// Who is told how a switch ended.
+pub(crate) enum SwitchFinish {
+    /// A model update job: its status is published; the bundle is removed on failure.
+    Job {
+        status: JobStatus,
+        remove_on_failure: Option<String>,
+        transfer_s: f64,
+    },
+    /// A `rollback` command: its ack.
+    Command(Option<String>),
+    /// An automatic rollback: logged.
+    Quiet,
+}
+
+/// A switch whose pipeline is being built.
+pub(crate) struct PendingSwitch {
+    build: std::thread::JoinHandle<Result<crate::daemon::build::Parts, String>>,
+    config: crate::daemon::config::ValidatedConfig,
+    target: BundleRef,
+    finish: SwitchFinish,
 }
 
 /// What an exhausted trial does: after a switch, the daemon started this many times without
 /// the new model running for [`TRIAL_PERIOD`] goes back to the previous bundle.
 pub const MAX_TRIAL_STARTS: u32 = 3;
-/// How long the new model must run before its trial is over.
+/// How long the new model's pipeline must run without a break before its trial is over.
 pub const TRIAL_PERIOD: Duration = Duration::from_secs(120);
 
 impl Supervisor {
-    /// Ends the trial of a new bundle once its pipeline ran for [`TRIAL_PERIOD`].
+    /// Ends the trial of a new bundle once one pipeline on it ran for [`TRIAL_PERIOD`].
     pub(crate) fn trial_tick(&mut self) {
         if self.persistent.trial_starts.is_none() {
             return;
         }
-        let running = self.pipeline.is_some();
-        let since = self.switched_at.get_or_insert_with(Instant::now);
-        if running && since.elapsed() >= TRIAL_PERIOD {
+        if self
+            .running_since
+            .is_some_and(|since| since.elapsed() >= TRIAL_PERIOD)
+        {
             let mut next = self.persistent.clone();
             next.trial_starts = None;
             match next.save(&self.state_dir) {

@@ -24,6 +24,7 @@ pub mod transfer;
 
 mod apply;
 
+pub(crate) use apply::PendingSwitch;
 pub use apply::{FETCH_TIMEOUT, MAX_FETCH_RETRIES, MAX_TRIAL_STARTS, TRIAL_PERIOD};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,9 @@ pub const MAX_OFFER_BYTES: usize = 1 << 20;
 pub const MAX_CHUNK_HEADER_BYTES: usize = 1024;
 /// Bytes asked for in one chunk (the last chunk of a file is shorter).
 pub const CHUNK_BYTES: u64 = 128 * 1024;
+/// Largest `model/chunk` payload taken off the connection (larger ones are dropped there,
+/// before they are hashed or queued).
+pub const MAX_CHUNK_PAYLOAD_BYTES: usize = CHUNK_BYTES as usize + MAX_CHUNK_HEADER_BYTES;
 /// Largest bundle taken (the full-size fp32 ViT-B/32 bundle with its int8 towers is about
 /// 700 MB).
 pub const MAX_BUNDLE_BYTES: u64 = 4 << 30;

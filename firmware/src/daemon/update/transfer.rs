@@ -25,6 +25,9 @@ pub const BUNDLES_DIR: &str = "bundles";
 const OFFER_FILE: &str = "offer.json";
 /// Suffix of a bundle directory being fetched.
 const PARTIAL: &str = ".partial";
+/// Chunks asked for ahead of the one that comes next (each at most [`CHUNK_BYTES`]): enough
+/// to hide the round trip through the broker, few enough for the control queue.
+pub const WINDOW_CHUNKS: u64 = 4;
 /// Free disk kept beyond the bundle (the outbox and the state file need room too).
 pub const DISK_RESERVE_BYTES: u64 = 64 << 20;
 
@@ -46,9 +49,11 @@ pub struct Transfer {
     /// The manifest's `model_id`.
     pub model_id: String,
     files: Vec<Wanted>,
-    /// The file being fetched, and how many of its bytes are on disk.
+    /// The file being fetched, how many of its bytes are on disk, and up to where chunks
+    /// were asked for.
     next: usize,
     offset: u64,
+    requested: u64,
     dir: StateDir,
     /// Bytes of the whole bundle.
     pub bytes_total: u64,
@@ -63,8 +68,8 @@ pub struct Transfer {
 /// What a transfer needs next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// This chunk.
-    Fetch(FetchRequest),
+    /// These chunks (none while the window is full).
+    Fetch(Vec<FetchRequest>),
     /// Nothing: the bundle is complete in this directory.
     Complete(PathBuf),
 }
@@ -226,6 +231,7 @@ impl Transfer {
             files,
             next: 0,
             offset: 0,
+            requested: 0,
             dir,
             bytes_total,
             requested_at: None,
@@ -296,6 +302,8 @@ impl Transfer {
                 self.offset = have;
             }
             if self.offset == f.bytes {
+                // An empty file has no chunk: create its `.part` here.
+                drop(self.dir.open_append(&part).map_err(|e| self.io(e))?);
                 self.finish_file()?;
                 continue;
             }
@@ -321,6 +329,10 @@ impl Transfer {
     fn finish_file(&mut self) -> Result<(), TransferError> {
         let f = self.files[self.next].clone();
         let part = part_name(&f.path);
+        self.dir
+            .open_read(&part)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| self.io(e))?;
         let actual = self.hash_of(&part)?;
         if actual != f.sha256 {
             let _ = self.dir.remove(&part);
@@ -334,6 +346,7 @@ impl Transfer {
         self.dir.sync().map_err(|e| self.io(e))?;
         self.next += 1;
         self.offset = 0;
+        self.requested = 0;
         Ok(())
     }
 
@@ -345,14 +358,23 @@ impl Transfer {
     /// The next chunk to ask for, or the finished bundle (renamed to `bundles/<id>`).
     pub fn next(&mut self, bundles: &StateDir) -> Result<Progress, TransferError> {
         if let Some(f) = self.files.get(self.next) {
-            return Ok(Progress::Fetch(FetchRequest {
-                schema: FETCH_SCHEMA.to_string(),
-                job: self.job.clone(),
-                bundle: self.bundle.clone(),
-                path: f.path.clone(),
-                offset: self.offset,
-                bytes: CHUNK_BYTES.min(f.bytes - self.offset),
-            }));
+            let end = (self.offset + WINDOW_CHUNKS * CHUNK_BYTES).min(f.bytes);
+            let mut at = self.requested.max(self.offset);
+            let mut requests = Vec::new();
+            while at < end {
+                let bytes = CHUNK_BYTES.min(f.bytes - at);
+                requests.push(FetchRequest {
+                    schema: FETCH_SCHEMA.to_string(),
+                    job: self.job.clone(),
+                    bundle: self.bundle.clone(),
+                    path: f.path.clone(),
+                    offset: at,
+                    bytes,
+                });
+                at += bytes;
+            }
+            self.requested = at;
+            return Ok(Progress::Fetch(requests));
         }
         self.dir
             .remove_if_present(OFFER_FILE)
@@ -368,8 +390,13 @@ impl Transfer {
         Ok(Progress::Complete(bundles.join(&self.bundle)))
     }
 
-    /// Writes a chunk that answers the outstanding request; `Ok(false)` for one that does
-    /// not (a late duplicate after a repeated request, another job's), which is ignored.
+    /// Asks again for everything not on disk (after a request went unanswered).
+    pub fn rewind(&mut self) {
+        self.requested = self.offset;
+    }
+
+    /// Writes the chunk that comes next in the file; `Ok(false)` for any other (a late
+    /// duplicate after a repeated request, another job's, one out of order), which is ignored.
     pub fn accept(&mut self, chunk: &Chunk) -> Result<bool, TransferError> {
         let Some(f) = self.files.get(self.next).cloned() else {
             return Ok(false);
@@ -383,11 +410,12 @@ impl Transfer {
             return Ok(false);
         }
         let part = part_name(&f.path);
+        // Not synced chunk by chunk: whatever a power cut leaves in `.part` is caught by the
+        // file's hash, and the file is synced once it is complete.
         let mut file = self.dir.open_append(&part).map_err(|e| self.io(e))?;
         file.write_all(&chunk.data).map_err(|e| self.io(e))?;
-        file.sync_data().map_err(|e| self.io(e))?;
         self.offset += expected_len;
-        self.requested_at = None;
+        self.requested_at = Some(Instant::now());
         self.retries = 0;
         if self.offset == f.bytes {
             self.finish_file()?;
@@ -502,20 +530,24 @@ mod tests {
         assert_eq!(t.model_id, "v2");
         let mut chunks = 0;
         let done = loop {
-            let Progress::Fetch(request) = t.next(&bundles).unwrap() else {
+            let Progress::Fetch(requests) = t.next(&bundles).unwrap() else {
                 unreachable!()
             };
-            assert!(request.bytes <= CHUNK_BYTES);
-            assert!(t.accept(&answer(&source, &request)).unwrap());
-            chunks += 1;
-            if chunks == 12 {
-                // A restart: the transfer is found on disk and goes on where it was.
-                let before = t.bytes_done();
-                drop(t);
-                t = Transfer::resume(&bundles, &[key]).expect("resumed");
-                assert_eq!(t.bytes_done(), before);
-                // A late duplicate of the last chunk is ignored.
-                assert!(!t.accept(&answer(&source, &request)).unwrap());
+            assert!(requests.len() as u64 <= WINDOW_CHUNKS);
+            for request in requests {
+                assert!(request.bytes <= CHUNK_BYTES);
+                assert!(t.accept(&answer(&source, &request)).unwrap());
+                chunks += 1;
+                if chunks == 12 {
+                    // A restart: the transfer is found on disk and goes on where it was.
+                    let before = t.bytes_done();
+                    drop(t);
+                    t = Transfer::resume(&bundles, &[key]).expect("resumed");
+                    assert_eq!(t.bytes_done(), before);
+                    // A late duplicate of the last chunk is ignored.
+                    assert!(!t.accept(&answer(&source, &request)).unwrap());
+                    break;
+                }
             }
             if t.bytes_done() == t.bytes_total {
                 match t.next(&bundles).unwrap() {
@@ -544,19 +576,21 @@ mod tests {
         let (source, offer, key) = signed_bundle(tmp.path(), |_| {});
         let bundles = bundles(tmp.path());
         let mut t = Transfer::start(&bundles, &offer, &[key]).unwrap();
-        let error = loop {
-            let Progress::Fetch(request) = t.next(&bundles).unwrap() else {
+        let error = 'fetch: loop {
+            let Progress::Fetch(requests) = t.next(&bundles).unwrap() else {
                 unreachable!()
             };
-            // Every chunk is consistent with its own header, but one byte of the data is not
-            // what was signed.
-            let mut chunk = answer(&source, &request);
-            if request.offset == 0 {
-                chunk.data[0] ^= 1;
-            }
-            match t.accept(&chunk) {
-                Ok(advanced) => assert!(advanced),
-                Err(e) => break e,
+            for request in requests {
+                // Every chunk is consistent with its own header, but one byte of the data is
+                // not what was signed.
+                let mut chunk = answer(&source, &request);
+                if request.offset == 0 {
+                    chunk.data[0] ^= 1;
+                }
+                match t.accept(&chunk) {
+                    Ok(advanced) => assert!(advanced),
+                    Err(e) => break 'fetch e,
+                }
             }
         };
         assert!(matches!(error, TransferError::FileHash { .. }), "{error}");

@@ -415,6 +415,15 @@ impl MqttSink {
             })
         } else if offer {
             update::parse_offer(payload).map(|o| ControlRequest::ModelOffer(Box::new(o)))
+        } else if payload.len() > update::MAX_CHUNK_PAYLOAD_BYTES {
+            Err(update::Refused {
+                job: None,
+                reason: format!(
+                    "a chunk of {} bytes; the device asks for at most {}",
+                    payload.len(),
+                    update::CHUNK_BYTES
+                ),
+            })
         } else {
             update::parse_chunk(payload).map(ControlRequest::ModelChunk)
         };
