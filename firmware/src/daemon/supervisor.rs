@@ -352,7 +352,11 @@ impl Supervisor {
                     Err(e) => CmdAck::error(id, Some(command), vec![issue("", e.to_string())]),
                 }
             }
-            Command::Rollback => return Ok(self.rollback(id)),
+            Command::Rollback => {
+                // Answered once the switch is done.
+                self.rollback(id);
+                return Ok(());
+            }
             Command::Identify => {
                 let d = &self.config.config().device;
                 tracing::warn!(site = %d.site, room = %d.room, device = %d.id, "identify: this is the device");
