@@ -124,7 +124,8 @@ impl Supervisor {
             }
         }
         let now = Instant::now();
-        if self.next_retry.is_some_and(|t| now >= t) {
+        // A switch being built replaces the pipeline anyway (and may hold the camera).
+        if self.next_retry.is_some_and(|t| now >= t) && self.switching.is_none() {
             self.start_pipeline()?;
         }
         if now >= self.next_thermal {
@@ -146,6 +147,7 @@ impl Supervisor {
             tracing::debug!(error = %e, "cannot notify systemd");
         }
         self.set_state(RunState::Stopping, None)?;
+        self.abandon_switch();
         if let Some(PipelineEnd::Failed(reason)) = self.stop_pipeline()? {
             tracing::warn!(%reason, "the pipeline had failed");
         }

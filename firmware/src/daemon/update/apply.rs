@@ -85,8 +85,9 @@ impl Supervisor {
         if let Some(t) = self.update.as_mut().filter(|t| t.bundle == bundle) {
             // The same bundle again (the operator's tool started again, or the transfer
             // resumed after a restart): go on under the new job id.
-            t.job = offer.job;
-            t.rewind();
+            if let Err(e) = t.adopt(&offer) {
+                return self.fail_update(e.to_string(), true);
+            }
             return self.advance_update();
         }
         if self.switching.is_some() {
@@ -253,7 +254,21 @@ impl Supervisor {
     /// [`Supervisor::switch_tick`] finishes the switch once it is built.
     fn begin_switch(&mut self, target: BundleRef, finish: SwitchFinish) {
         if self.switching.is_some() {
-            return self.report_switch(finish, Err("another model switch is under way".into()));
+            // A complete bundle stays on disk: offered again, it switches without a transfer.
+            let finish = match finish {
+                SwitchFinish::Job {
+                    status, transfer_s, ..
+                } => SwitchFinish::Job {
+                    status,
+                    remove_on_failure: None,
+                    transfer_s,
+                },
+                other => other,
+            };
+            return self.report_switch(
+                finish,
+                Err("another model switch is under way; offer it again once it is done".into()),
+            );
         }
         let config = self.config.with_model_bundle(match &target {
             BundleRef::Delivered(id) => self.state_dir.join(BUNDLES_DIR).join(id),
@@ -291,10 +306,24 @@ impl Supervisor {
             .build
             .join()
             .unwrap_or_else(|_| Err("loading the model panicked".into()));
+        // A new bundle goes on trial; a rollback returns to one that ran, and is not (else
+        // a failure of the old bundle would switch back to the failed one).
+        let trial = matches!(pending.finish, SwitchFinish::Job { .. });
         let result = built
             .map_err(|e| format!("the new model cannot run: {e}"))
-            .and_then(|parts| self.swap_pipelines(pending.target.clone(), pending.config, parts));
+            .and_then(|parts| {
+                self.swap_pipelines(pending.target.clone(), pending.config, parts, trial)
+            });
         self.report_switch(pending.finish, result);
+    }
+
+    /// At shutdown: a switch still being built is given up, and said so (its thread ends
+    /// with the process).
+    pub(crate) fn abandon_switch(&mut self) {
+        if let Some(pending) = self.switching.take() {
+            let reason = "the daemon stopped while the new model was loading".to_string();
+            self.report_switch(pending.finish, Err(reason));
+        }
     }
 
     /// Saves the choice of `target`, stops the running pipeline and launches `parts`. On a
@@ -305,12 +334,13 @@ impl Supervisor {
         target: BundleRef,
         config: crate::daemon::config::ValidatedConfig,
         parts: crate::daemon::build::Parts,
+        trial: bool,
     ) -> Result<Duration, String> {
         let before = (self.persistent.clone(), self.config.clone());
         let mut next = self.persistent.clone();
         next.previous_bundle = Some(next.bundle.clone());
         next.bundle = target;
-        next.trial_starts = Some(0);
+        next.trial_starts = trial.then_some(0);
         next.save(&self.state_dir)
             .map_err(|e| format!("cannot save the choice of bundle: {e}"))?;
         self.persistent = next;
@@ -373,7 +403,9 @@ impl Supervisor {
                     Err(reason) => {
                         status.state = JobState::Failed;
                         status.reason = Some(format!("{reason}; the previous model runs on"));
-                        if let (Some(id), Ok(bundles)) = (remove_on_failure, self.bundles()) {
+                        let kept = self.kept_bundles();
+                        let removable = remove_on_failure.filter(|id| !kept.contains(id));
+                        if let (Some(id), Ok(bundles)) = (removable, self.bundles()) {
                             if let Err(e) = bundles.remove_dir_all(&id) {
                                 tracing::warn!(error = %e, "cannot remove the refused bundle");
                             }

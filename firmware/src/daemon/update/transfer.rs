@@ -357,6 +357,10 @@ impl Transfer {
 
     /// The next chunk to ask for, or the finished bundle (renamed to `bundles/<id>`).
     pub fn next(&mut self, bundles: &StateDir) -> Result<Progress, TransferError> {
+        if self.files.get(self.next).is_some_and(|f| f.bytes == 0) {
+            // Empty files have no chunk to ask for.
+            self.seek()?;
+        }
         if let Some(f) = self.files.get(self.next) {
             let end = (self.offset + WINDOW_CHUNKS * CHUNK_BYTES).min(f.bytes);
             let mut at = self.requested.max(self.offset);
@@ -388,6 +392,17 @@ impl Transfer {
             .map_err(|e| self.io(e))?;
         bundles.sync().map_err(|e| self.io(e))?;
         Ok(Progress::Complete(bundles.join(&self.bundle)))
+    }
+
+    /// Goes on under `offer`'s job id (the same bundle offered again), kept for a restart.
+    pub fn adopt(&mut self, offer: &Offer) -> Result<(), TransferError> {
+        let offer_json = serde_json::to_vec(offer).expect("an offer serialises");
+        self.dir
+            .replace(OFFER_FILE, &offer_json)
+            .map_err(|e| self.io(e))?;
+        self.job = offer.job.clone();
+        self.rewind();
+        Ok(())
     }
 
     /// Asks again for everything not on disk (after a request went unanswered).
@@ -568,6 +583,34 @@ mod tests {
             .file_len(OFFER_FILE)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn an_empty_file_after_fetched_ones_is_delivered_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let empty = crate::daemon::update::sha256_hex(b"");
+        let (source, mut offer, key) = signed_bundle(tmp.path(), |m| {
+            m["face_detector"]["licence"]["sha256"] = empty.clone().into()
+        });
+        // The licence is listed last: it comes after every fetched file.
+        std::fs::write(source.join("face_detector.LICENSE"), b"").unwrap();
+        let last = offer.files.last_mut().unwrap();
+        assert_eq!(last.path, "face_detector.LICENSE");
+        last.bytes = 0;
+        let bundles = bundles(tmp.path());
+        let mut t = Transfer::start(&bundles, &offer, &[key]).unwrap();
+        let done = loop {
+            match t.next(&bundles).unwrap() {
+                Progress::Fetch(requests) => {
+                    assert!(!requests.is_empty(), "a stall at {}", t.bytes_done());
+                    for request in requests {
+                        assert!(t.accept(&answer(&source, &request)).unwrap());
+                    }
+                }
+                Progress::Complete(dir) => break dir,
+            }
+        };
+        Bundle::load_verified(&done, &[key]).unwrap();
     }
 
     #[test]
