@@ -274,8 +274,16 @@ fn run_group(
     }
     let offer = serde_json::to_vec(&bundle.offer).expect("an offer serialises");
     let started = Instant::now();
+    // Each device's `started_at` when offered: a device that restarts during its job
+    // (a crash, a power cut, during the transfer or the switch) is offered the bundle again,
+    // and goes on from what it kept.
+    let mut offered_to = BTreeMap::new();
     for (site, device) in group {
         watch.publish(device_topic(site, device, "model/offer"), offer.clone())?;
+        offered_to.insert(
+            (site.clone(), device.clone()),
+            started_at(watch, site, device),
+        );
     }
     tracing::info!(devices = group.len(), bytes = bundle.bytes_total(), job = %bundle.offer.job, "offered");
     let mut waiting: Vec<&(String, String)> = group.iter().collect();
@@ -307,6 +315,15 @@ fn run_group(
                 watch.publish(topic, chunk)?;
             }
         }
+        for (site, device) in &waiting {
+            let now = started_at(watch, site, device);
+            let key = (site.clone(), device.clone());
+            if now.is_some() && offered_to.get(&key) != Some(&now) {
+                tracing::info!(%site, %device, "the device restarted: the bundle is offered again");
+                watch.publish(device_topic(site, device, "model/offer"), offer.clone())?;
+                offered_to.insert(key, now);
+            }
+        }
         waiting.retain(|(site, device)| {
             let status = watch
                 .devices
@@ -331,6 +348,16 @@ fn run_group(
         done.push(result(site, device, PushOutcome::TimedOut { last }, None));
     }
     Ok(done)
+}
+
+/// The device's `status.started_at` while it is up; `None` while offline or unknown.
+fn started_at(watch: &Watch, site: &str, device: &str) -> Option<String> {
+    let view = watch.devices.get(&(site.to_string(), device.to_string()))?;
+    if view.state() == "offline" {
+        return None;
+    }
+    let status = view.status.as_ref()?;
+    status.get("started_at")?.as_str().map(str::to_string)
 }
 
 /// The outcome a `model/status` ends the job with; none while it runs.

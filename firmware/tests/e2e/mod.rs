@@ -9,4 +9,5 @@ mod pipeline;
 mod privacy;
 mod remote_config;
 mod signed_bundles;
+pub mod strace;
 mod util;

@@ -19,6 +19,9 @@ use std::time::Duration;
 #[path = "../../../firmware/tests/e2e/broker.rs"]
 mod broker;
 pub use broker::{free_port, running_as_root, signal, wait_until, Broker};
+pub mod push;
+#[path = "../../../firmware/tests/e2e/strace.rs"]
+pub mod strace;
 
 /// The fleet tool under test.
 pub const FLEET: &str = env!("CARGO_BIN_EXE_caer-fleet");
@@ -216,6 +219,8 @@ pub struct Device {
     pub dir: tempfile::TempDir,
     pub site: String,
     pub id: String,
+    /// Where `strace` writes, when the daemon runs under it.
+    pub strace: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -243,6 +248,20 @@ impl Device {
     /// `trusted_keys = [...]`).
     pub fn start_full(
         broker: &Broker,
+        names: (&str, &str, &str),
+        size: (u32, u32, f64),
+        profile: &str,
+        model: (&Path, &str),
+        extra: &str,
+    ) -> Device {
+        let mut device = Device::configure(broker, names, size, profile, model, extra);
+        device.restart();
+        device
+    }
+
+    /// As [`Device::start_full`], not started yet.
+    pub fn configure(
+        broker: &Broker,
         (site, room, id): (&str, &str, &str),
         (width, height, fps): (u32, u32, f64),
         profile: &str,
@@ -261,19 +280,26 @@ impl Device {
             url = broker.url(),
         );
         fs::write(dir.path().join("caerd.toml"), config).unwrap();
-        let mut device = Device {
+        Device {
             dir,
             site: site.into(),
             id: id.into(),
+            strace: None,
             child: None,
-        };
-        device.restart();
-        device
+        }
     }
 
     pub fn restart(&mut self) {
         let log = fs::File::create(self.dir.path().join("caerd.log")).unwrap();
-        let child = Command::new(caerd())
+        let mut command = match &self.strace {
+            Some(trace) => {
+                let mut c = Command::new("strace");
+                c.args(strace::strace_args(trace)).arg(caerd());
+                c
+            }
+            None => Command::new(caerd()),
+        };
+        let child = command
             .arg("--config")
             .arg(self.dir.path().join("caerd.toml"))
             .env("CAER_LOG", "warn")
@@ -300,10 +326,20 @@ impl Device {
         Some((next, acked))
     }
 
-    /// SIGTERM, and wait for the exit (caerd publishes its `offline` status first).
+    /// The daemon's pid: the child, or under strace the child's child.
+    fn daemon_pid(child: &Child) -> u32 {
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        fs::read_to_string(children)
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(child.id())
+    }
+
+    /// SIGTERM, and wait for the exit (caerd publishes its `offline` status first; strace
+    /// ends with it).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
+            signal(Device::daemon_pid(&child), "TERM");
             let _ = child.wait();
         }
     }
@@ -315,6 +351,9 @@ impl Device {
     /// SIGKILL: no clean shutdown, as a power cut or a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.strace.is_some() {
+                signal(Device::daemon_pid(&child), "KILL");
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -323,10 +362,7 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }
 

@@ -87,6 +87,19 @@ pub enum TransferError {
         /// The received file's.
         actual: String,
     },
+    /// Something else filled the disk during the transfer: it stops before the outbox and
+    /// the state file are left without room.
+    #[error(
+        "not enough disk left: the rest of the bundle needs {left} bytes and {} spare; {free} \
+         are free",
+        DISK_RESERVE_BYTES / 2
+    )]
+    DiskFull {
+        /// Bytes of the bundle still to come.
+        left: u64,
+        /// Free bytes.
+        free: u64,
+    },
     /// Reading or writing the state directory failed (a full disk among others).
     #[error("cannot write the bundle under {}: {source}", dir.display())]
     Io {
@@ -185,9 +198,19 @@ impl Transfer {
         let io = |what: &str, e: std::io::Error| {
             format!("{what} {}: {e}", bundles.join(&name).display())
         };
-        let existing = bundles
+        let partial = bundles
             .existing_subdir(&name)
             .map_err(|e| io("cannot open", e))?;
+        // A complete copy from an earlier delivery (the daemon stopped before it switched,
+        // or it is the previous bundle) is checked again in place of a transfer.
+        let complete = match partial {
+            Some(_) => None,
+            None => bundles
+                .existing_subdir(&bundle)
+                .map_err(|e| io("cannot open", e))?,
+        };
+        let reuse_complete = complete.is_some();
+        let existing = partial.or(complete);
         let on_disk = match &existing {
             Some(dir) => files
                 .iter()
@@ -213,6 +236,12 @@ impl Transfer {
                  {free} are free",
                 bytes_total - on_disk
             ));
+        }
+        drop(existing);
+        if reuse_complete {
+            bundles
+                .rename(&bundle, &name)
+                .map_err(|e| io("cannot reuse", e))?;
         }
         let dir = bundles.subdir(&name).map_err(|e| io("cannot create", e))?;
         let offer_json = serde_json::to_vec(offer).expect("an offer serialises");
@@ -357,8 +386,9 @@ impl Transfer {
 
     /// The next chunk to ask for, or the finished bundle (renamed to `bundles/<id>`).
     pub fn next(&mut self, bundles: &StateDir) -> Result<Progress, TransferError> {
-        if self.files.get(self.next).is_some_and(|f| f.bytes == 0) {
-            // Empty files have no chunk to ask for.
+        if self.offset == 0 && self.requested == 0 {
+            // At the start of a file: skip the files already on disk whole (a kept copy),
+            // and empty ones, which have no chunk to ask for.
             self.seek()?;
         }
         if let Some(f) = self.files.get(self.next) {
@@ -423,6 +453,13 @@ impl Transfer {
             || chunk.data.len() as u64 != expected_len
         {
             return Ok(false);
+        }
+        // The start checked for the whole bundle and the reserve; half the reserve may go to
+        // the small files and block rounding before the disk counts as filled by others.
+        let left = self.bytes_total - self.bytes_done();
+        let free = self.dir.free_bytes().map_err(|e| self.io(e))?;
+        if free < left.saturating_add(DISK_RESERVE_BYTES / 2) {
+            return Err(TransferError::DiskFull { left, free });
         }
         let part = part_name(&f.path);
         // Not synced chunk by chunk: whatever a power cut leaves in `.part` is caught by the
@@ -583,6 +620,52 @@ mod tests {
             .file_len(OFFER_FILE)
             .unwrap()
             .is_none());
+    }
+
+    /// Fetches the whole bundle of `offer`; returns how many chunks it took.
+    fn fetch_all(source: &Path, bundles: &StateDir, t: &mut Transfer) -> (usize, PathBuf) {
+        let mut chunks = 0;
+        loop {
+            match t.next(bundles).unwrap() {
+                Progress::Fetch(requests) => {
+                    assert!(!requests.is_empty(), "a stall at {}", t.bytes_done());
+                    for request in requests {
+                        assert!(t.accept(&answer(source, &request)).unwrap());
+                        chunks += 1;
+                    }
+                }
+                Progress::Complete(dir) => return (chunks, dir),
+            }
+        }
+    }
+
+    #[test]
+    fn a_complete_copy_on_disk_is_checked_again_instead_of_fetched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (source, offer, key) = signed_bundle(tmp.path(), |_| {});
+        let bundles = bundles(tmp.path());
+        let mut t = Transfer::start(&bundles, &offer, &[key]).unwrap();
+        let (chunks, _) = fetch_all(&source, &bundles, &mut t);
+        assert!(chunks > 0);
+        // The daemon stopped before switching; the same bundle is offered again.
+        let mut again = Transfer::start(&bundles, &offer, &[key]).unwrap();
+        assert_eq!(again.bytes_done(), again.bytes_total);
+        let (chunks, dir) = fetch_all(&source, &bundles, &mut again);
+        assert_eq!(chunks, 0);
+        Bundle::load_verified(&dir, &[key]).unwrap();
+        assert_eq!(bundles.entries().unwrap().len(), 1, "no partial left");
+        // A damaged file of the copy is fetched again, and only that one.
+        let model = offer.files[0].path.clone();
+        std::fs::write(dir.join(&model), b"damaged").unwrap();
+        let mut again = Transfer::start(&bundles, &offer, &[key]).unwrap();
+        assert_eq!(again.bytes_done(), 0);
+        let (chunks, dir) = fetch_all(&source, &bundles, &mut again);
+        assert_eq!(
+            chunks as u64,
+            offer.files[0].bytes.div_ceil(CHUNK_BYTES),
+            "only {model}"
+        );
+        Bundle::load_verified(&dir, &[key]).unwrap();
     }
 
     #[test]
