@@ -1,6 +1,6 @@
 //! Model pushes that go wrong, against real parts (mosquitto, real `caerd`, the real tool):
-//! a canary that fails, a daemon killed while it switches, a push cut off half way, a disk
-//! that fills up during the transfer; and, under strace, a device that takes a push writes
+//! a canary that fails, a daemon killed while it switches, a push cut off half way, a
+//! manifest changed after signing, a disk that fills up during the transfer; and, under strace, a device that takes a push writes
 //! nothing outside its state directory.
 
 mod support;
@@ -330,7 +330,7 @@ impl Drop for SmallDisk {
 }
 
 #[test]
-fn a_disk_that_fills_up_during_the_transfer_fails_the_job_and_the_old_model_runs_on() {
+fn a_forged_manifest_is_rejected_and_a_disk_that_fills_up_fails_the_job_the_old_model_running_on() {
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("operator.key");
     let public = keygen(&key);
@@ -356,6 +356,23 @@ fn a_disk_that_fills_up_during_the_transfer_fails_the_job_and_the_old_model_runs
         "records of the first model",
         || records.has_model("dev-d", FIXTURE_MODEL),
     );
+
+    // A manifest changed after it was signed: rejected, nothing written.
+    let forged = signed_copy(tmp.path(), "forged", &key, "fixture-forged");
+    let manifest = forged.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("fixture-forged", "fixture-v9")).unwrap();
+    let (code, r) = push(&broker, &forged, &["--device", "dev-d"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["dev-d"]["state"], "rejected", "{r:?}");
+    assert!(
+        r["dev-d"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its contents"),
+        "{r:?}"
+    );
+    assert!(bundles_of(&device).is_empty());
 
     let pushing = spawn_push(&broker, &v2, &["--device", "dev-d", "--rate-kib", "256"]);
     wait_until(Duration::from_secs(60), "the transfer under way", || {
