@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::push::{
-    bundles_of, devices, keygen, push, results, signed_copy, signed_edit, Records, FIXTURE_MODEL,
+    assert_one_switch, bundles_of, devices, keygen, push, results, signed_copy, signed_edit,
+    Records, FIXTURE_MODEL,
 };
 use support::{fleet, wait_until, Broker, Device, FLEET};
 
@@ -115,27 +116,7 @@ fn a_pushed_bundle_switches_two_devices_through_a_crash_and_bad_ones_are_refused
         );
         assert_eq!(fleet_view[d]["model_job_state"], "succeeded");
         // No seq lost, and the model changes once: old records, then new ones.
-        let seen = records.of(d);
-        let seqs: Vec<u64> = seen.keys().copied().collect();
-        let first = seqs[0];
-        assert_eq!(
-            seqs,
-            (first..first + seqs.len() as u64).collect::<Vec<_>>(),
-            "{d}"
-        );
-        let models: Vec<&str> = seen
-            .values()
-            .map(|r| r["model_id"].as_str().unwrap())
-            .collect();
-        let switch = models.iter().position(|m| *m == "fixture-v2").unwrap();
-        assert!(
-            switch > 0 && models[..switch].iter().all(|m| *m == FIXTURE_MODEL),
-            "{d}: {models:?}"
-        );
-        assert!(
-            models[switch..].iter().all(|m| *m == "fixture-v2"),
-            "{d}: {models:?}"
-        );
+        assert_one_switch(&records, d, FIXTURE_MODEL, "fixture-v2");
     }
     assert_eq!(
         bundles_of(&a),

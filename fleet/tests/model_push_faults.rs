@@ -10,7 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::push::{
-    bundles_of, devices, keygen, push, results, signed_copy, Records, FIXTURE_MODEL,
+    assert_one_switch, bundles_of, devices, keygen, push, results, signed_copy, Records,
+    FIXTURE_MODEL,
 };
 use support::{wait_until, Broker, Device, FLEET};
 
@@ -53,32 +54,6 @@ fn partial_bytes(device: &Device, id: &str, name: &str) -> u64 {
 
 fn bundle_id(bundle: &Path) -> String {
     caer::daemon::update::sha256_hex(&std::fs::read(bundle.join("manifest.json")).unwrap())
-}
-
-/// Sequence numbers are contiguous and the model changes at most once, from `before` to
-/// `after`, every record naming one of them.
-fn assert_one_switch(records: &Records, device: &str, before: &str, after: &str) {
-    let seen = records.of(device);
-    let seqs: Vec<u64> = seen.keys().copied().collect();
-    let first = seqs[0];
-    assert_eq!(
-        seqs,
-        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
-        "{device}: a seq lost"
-    );
-    let models: Vec<&str> = seen
-        .values()
-        .map(|r| r["model_id"].as_str().unwrap())
-        .collect();
-    let switch = models
-        .iter()
-        .position(|m| *m == after)
-        .unwrap_or(models.len());
-    assert!(
-        models[..switch].iter().all(|m| *m == before)
-            && models[switch..].iter().all(|m| *m == after),
-        "{device}: {models:?}"
-    );
 }
 
 #[test]
@@ -246,7 +221,7 @@ fn a_failed_canary_stops_the_push_a_kill_during_the_switch_ends_on_a_whole_model
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    for path in files_under(&state) {
+    for path in support::strace::files_under(&state) {
         let rel = path
             .strip_prefix(&state)
             .unwrap()
@@ -261,19 +236,6 @@ fn a_failed_canary_stops_the_push_a_kill_during_the_switch_ends_on_a_whole_model
     }
     eprintln!("privacy during a push: {inside} writes inside the state directory, 0 outside");
     drop((d0, d1, d2));
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// A small tmpfs mounted over a directory for one test (root only), unmounted on drop.

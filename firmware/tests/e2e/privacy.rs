@@ -2,29 +2,16 @@
 //! file it opens for writing, creates, renames or deletes must be inside its state
 //! directory, which in the end holds only the outbox (aggregate records) and `state.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::strace::{strace_args, writes_outside, written_paths};
+use super::strace::{files_under, strace_args, writes_outside, written_paths};
 use super::util::{
     config_toml, engagement_seqs, find_program, write_classroom, write_group_photo_video, Broker,
     Daemon, Subscriber, CAERD,
 };
 use serde_json::json;
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
 
 #[test]
 fn nothing_derived_from_pixels_is_written_outside_the_state_directory() {

@@ -2,7 +2,7 @@
 //! deleted. Shared by the firmware's privacy test and the fleet's model push test.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The syscalls traced: every way of writing, creating, renaming or deleting a path.
 pub const TRACED_CALLS: &str = "trace=open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,mkdir,mkdirat,unlink,unlinkat,rmdir,truncate";
@@ -124,4 +124,18 @@ pub fn written_paths(line: &str) -> Vec<String> {
         }
         _ => Vec::new(),
     }
+}
+
+/// Every file under `dir`, to check what a traced run left behind.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -227,3 +227,29 @@ pub fn bundles_of(device: &Device) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Sequence numbers are contiguous and the model changes at most once, from `before` to
+/// `after`, every record naming one of them.
+pub fn assert_one_switch(records: &Records, device: &str, before: &str, after: &str) {
+    let seen = records.of(device);
+    let seqs: Vec<u64> = seen.keys().copied().collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "{device}: a seq lost"
+    );
+    let models: Vec<&str> = seen
+        .values()
+        .map(|r| r["model_id"].as_str().unwrap())
+        .collect();
+    let switch = models
+        .iter()
+        .position(|m| *m == after)
+        .unwrap_or(models.len());
+    assert!(
+        models[..switch].iter().all(|m| *m == before)
+            && models[switch..].iter().all(|m| *m == after),
+        "{device}: {models:?}"
+    );
+}
