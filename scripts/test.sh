@@ -5,23 +5,23 @@
 #   1. formatting and lints of the Rust workspace (`-D warnings`), the GPU and V4L2 features
 #      included (they compile here; they cannot run without a GPU or a camera);
 #   2. the Rust tests with the default features (tract, the pure-Rust backend);
-#   3. the Rust tests again with ONNX Runtime (`--features caer-firmware/ort`), loading the
-#      library from the onnxruntime wheel of the Python environment (the fleet tool, which
-#      does not use it, is left out);
+#   3. the tests of the crates that run a model (caer-firmware, caer-calibrate) again with
+#      ONNX Runtime (`--features caer-firmware/ort`), loading the library from the onnxruntime
+#      wheel of the Python environment (the board, fleet and V4L2 VM tests do not touch the
+#      inference backend: they ran in the step before);
 #   4. the Python model pipeline's tests, except those marked `slow`;
-#   5. the slow ones (the full-size ViT-B/32 export, ~1 GB of files): run only when steps 1-4
-#      took less than CAER_SLOW_BUDGET_S seconds (default 3600; the CI limit is 90 min), or
-#      always with CAER_SLOW=always, never with CAER_SLOW=never. A slow test that runs and
-#      fails fails the script;
+#   5. the slow ones (the full-size ViT-B/32 export, ~1 GB of files);
 #   6. the Jetson build: caerd for aarch64 (scripts/aarch64.sh: Debian's Rust and cross
-#      toolchain), its demo and the firmware's parity tests under qemu-user. The parity tests
-#      (an 11-minute aarch64 build of the test binary) run only when the aarch64 check starts
-#      before CAER_PARITY_BUDGET_S seconds (default 3000), or always with
-#      CAER_AARCH64_PARITY=always, never with CAER_AARCH64_PARITY=never: on a slow machine
-#      they would take the run past the CI limit (a run measured 80 min with them);
+#      toolchain), its demo and the firmware's parity tests under qemu-user;
 #   7. the Debian packages for amd64 and arm64 (scripts/package.sh): built, lintian, installed
 #      on this machine (as root), verified, removed and purged.
-#      CAER_CROSS=never skips 6 and 7 (e.g. on a machine without Debian's arm64 packages).
+#
+# Time: the CI limit is 90 minutes on 2 cores, and steps 5-7 are cold release builds and
+# emulation. Each of them starts only when the time spent so far plus its own measured cost and
+# that of the steps still to come stays under CAER_TIME_LIMIT_S (default 4800 s: the CI limit
+# less a margin); a step left out says so, with the numbers. CAER_SLOW, CAER_AARCH64_PARITY and
+# CAER_CROSS (always | never | if-time, the default) override each decision; CAER_CROSS=never
+# also suits a machine without Debian's arm64 packages. Every step prints the seconds so far.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -35,7 +35,26 @@ fi
 # The board tests fail, instead of skipping, when systemd-analyze or shellcheck is missing.
 export CAER_REQUIRE_TOOLS=1
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%s s so far)\n' "$*" "$SECONDS"; }
+
+# The cost of the optional steps, measured cold on 2 cores (a fresh clone; see the README).
+limit=${CAER_TIME_LIMIT_S:-4800}
+readonly slow_cost=300 cross_cost=2100 parity_cost=900
+# fits COST_S: does a step of that cost, and what must follow it, still end before the limit?
+fits() { (( SECONDS + $1 < limit )); }
+# decide NAME OVERRIDE COST_S: 1 when the step runs; says why when it does not.
+decide() {
+  case "$2" in
+    never) echo 0 ;;
+    always) echo 1 ;;
+    *)
+      if fits "$3"; then echo 1; else
+        echo "$1: left out: ${SECONDS} s so far + ~$3 s would pass CAER_TIME_LIMIT_S=${limit}" >&2
+        echo 0
+      fi
+      ;;
+  esac
+}
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -45,40 +64,30 @@ cargo clippy --workspace --all-targets --locked \
   --features caer-firmware/tensorrt,caer-firmware/v4l2,caer-firmware/gpio,caer-calibrate/tensorrt -- -D warnings
 step "cargo test (tract)"
 cargo test --workspace --locked
-step "cargo test (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
-# The fleet tool does not use ONNX Runtime: its tests ran in the step before.
-cargo test --workspace --locked --exclude caer-fleet --features caer-firmware/ort,caer-calibrate/ort
+step "cargo test of the crates that run a model (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
+# Exactly the build that scripts/aarch64.sh check runs caerd from (nothing is built twice).
+cargo test --locked -p caer-firmware -p caer-calibrate --features caer-firmware/ort,caer-calibrate/ort
 step "pytest model-export (not slow)"
 "$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider -m "not slow"
-budget=${CAER_SLOW_BUDGET_S:-3600}
-case "${CAER_SLOW:-if-time}" in
-  never) run_slow=0 ;;
-  always) run_slow=1 ;;
-  *) run_slow=$((SECONDS < budget)) ;;
-esac
-if [ "$run_slow" = 1 ]; then
-  step "pytest model-export (slow; ${SECONDS} s so far)"
+# The slow test only when the Jetson build and the packages still fit after it.
+cross=$(decide "aarch64 and packages" "${CAER_CROSS:-if-time}" "$cross_cost")
+slow=$(decide "pytest -m slow" "${CAER_SLOW:-if-time}" $((slow_cost + cross_cost * cross)))
+if [ "$slow" = 1 ]; then
+  step "pytest model-export (slow)"
   "$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider -m slow
-else
-  step "pytest model-export (slow): skipped, ${SECONDS} s so far (budget ${budget} s, CAER_SLOW=${CAER_SLOW:-if-time})"
 fi
-
-if [ "${CAER_CROSS:-always}" = never ]; then
-  step "aarch64 and packages: skipped (CAER_CROSS=never)"
+cross=$(decide "aarch64 and packages" "${CAER_CROSS:-if-time}" "$cross_cost")
+if [ "$cross" = 0 ]; then
+  step "aarch64 and packages: left out"
   exit 0
 fi
-step "aarch64: build caerd (${SECONDS} s so far)"
+step "aarch64: build caerd"
 scripts/aarch64.sh build
 step "aarch64: the demo and the parity tests under qemu-user"
-parity_budget=${CAER_PARITY_BUDGET_S:-3000}
-case "${CAER_AARCH64_PARITY:-if-time}" in
-  never) parity=0 ;;
-  always) parity=1 ;;
-  *) parity=$((SECONDS < parity_budget)) ;;
-esac
-[ "$parity" = 1 ] || echo "aarch64 parity tests: skipped, ${SECONDS} s so far (budget ${parity_budget} s, CAER_AARCH64_PARITY=${CAER_AARCH64_PARITY:-if-time})"
+# What is left of the cross steps after the build: the demo and the packages, ~1/3 of them.
+parity=$(decide "aarch64 parity tests" "${CAER_AARCH64_PARITY:-if-time}" $((parity_cost + cross_cost / 3)))
 CAER_AARCH64_PARITY=$parity scripts/aarch64.sh check
 step "Debian packages: build (amd64, arm64) and check"
 scripts/package.sh build
 scripts/package.sh check
-step "done in ${SECONDS} s"
+step "done"
