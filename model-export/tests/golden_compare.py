@@ -14,7 +14,13 @@ says what "the same fixture" means instead of comparing bytes:
   since a scale that moved by its last bit can move a rounded weight by one;
 - images: decoded pixels within one grey level (the generated frames go through float math);
 - measured figures in the manifest's `checks` (a max difference, a min cosine) within
-  `CHECK_ATOL`: they are measurements, not model outputs;
+  `CHECK_ATOL`: they are measurements, not model outputs; the int8 cosines within
+  `INT8_COSINE_ATOL`, since they run ONNX Runtime's int8 kernels, which it picks by the CPU's
+  features (AVX2, AVX-512, VNNI) and which do not all saturate and round alike (ONNX Runtime's
+  quantization guide warns of u8s8 saturation without VNNI): the QDQ encoder's min cosine is
+  0.99946 in the committed fixture and measured 0.99764 on an AMD EPYC with AVX2 and no VNNI,
+  where every model file matched within its tolerance.
+  The export itself refuses a cosine under its threshold on any CPU;
 - `sha256` and `bytes` entries of the manifest are not compared (they follow the files), but
   the committed manifest must describe the committed files.
 
@@ -42,6 +48,7 @@ TENSOR_ATOL = 1e-6
 INT_STEP = 1
 PIXEL_STEP = 1
 CHECK_ATOL = 1e-3
+INT8_COSINE_ATOL = 1e-2
 IGNORED_KEYS = {"sha256", "bytes"}
 
 
@@ -59,7 +66,7 @@ def compare_json(ours, theirs, where: str, problems: list[str], rtol=FLOAT_RTOL,
             if key in IGNORED_KEYS:
                 continue
             # Measured figures of the export checks get their own tolerance.
-            sub_atol = CHECK_ATOL if key == "checks" else atol
+            sub_atol = {"checks": CHECK_ATOL, "int8_min_cosine": INT8_COSINE_ATOL}.get(key, atol)
             compare_json(ours[key], theirs[key], f"{where}.{key}", problems, rtol, sub_atol)
     elif isinstance(theirs, list):
         if not isinstance(ours, list) or len(ours) != len(theirs):
