@@ -35,12 +35,16 @@
 //! A box that another face's box covers by more than [`OCCLUSION`] of its area, or the
 //! box of a track regained after misses, may be disturbed (a passer-by in front of a
 //! picture shifts its box): it proves nothing, and the proof restarts from the next
-//! undisturbed box, so the box's return to its place is not motion either.
-//!
-//! Why it is not the default yet: on the generated classroom's portraits (960x540, 6
-//! students, 3 portraits, seed 5) through the real BlazeFace, a portrait was still confirmed
-//! at frame 94 of 150, just after a walker passed in front of it, with every restart above
-//! in place. Until that case is understood and tested, `0.04` is opt-in.
+//! undisturbed box, so the box's return to its place is not motion either. For the same
+//! reason a track's proof starts from its `min_hits`-th box, not its first: a picture covered
+//! by a passer-by for longer than `max_misses` frames loses its track, and the new track's
+//! first box, half uncovered, sits off its place. Seen on the generated classroom's portraits
+//! (960x540, 6 students, 3 portraits, seed 5) through the real BlazeFace: the first box was 7
+//! px high, the next ones back in place, and the smoothed centre's way back was counted as
+//! motion (confirmed at frame 94 of 150); starting from the third box, no portrait is
+//! confirmed in those 150 frames, and 3 to 6 faces are (the script shows 4 to 6 students at a
+//! time). `0.04` stays opt-in until the
+//! detector-level and end-to-end checks of issue 15 hold with it on.
 //!
 //! Motion model: the box is the detector's box as is (the crops are cut from it); the
 //! velocity, per frame and per box coordinate, is an exponential average (weight
@@ -385,7 +389,12 @@ impl Tracker {
                     track.bbox = det.bbox;
                     track.hits = track.hits.saturating_add(1);
                     track.misses = 0;
-                    if crowded[d] || regained {
+                    if track.id.is_none() && track.hits == self.config.min_hits.get() {
+                        // A track's first boxes are where something appeared, often disturbed
+                        // (a picture uncovered by a passer-by settles back over a frame or
+                        // two): the proof starts from its min_hits-th box.
+                        track.motion = Motion::new(&det.bbox, self.config.min_motion);
+                    } else if crowded[d] || regained {
                         track.motion.disturb();
                     } else {
                         track.motion.follow(&det.bbox, self.config.min_motion);
@@ -700,6 +709,29 @@ mod tests {
             let update = tracker.update(&found);
             let on_still = update.faces.iter().filter(|f| f.bbox == still).count();
             assert_eq!(on_still, 0, "frame {t}: {update:?}");
+        }
+    }
+
+    /// A picture covered by a passer-by for longer than `max_misses` frames (its track ends),
+    /// as BlazeFace's boxes of the generated classroom's portrait showed: the new track's first
+    /// box, half uncovered, is 7 px high, the next ones are back in place. Settling back is not
+    /// motion: it is never confirmed.
+    #[test]
+    fn a_picture_uncovered_after_its_track_ended_is_not_confirmed() {
+        let mut tracker = Tracker::new(moving(0.04)).expect("tracker");
+        for t in 0..300u64 {
+            let found = match t % 100 {
+                40..=46 => vec![],
+                47 => vec![det(445.3, 82.5, 515.7, 153.1)],
+                _ => {
+                    let b: [f32; 4] = std::array::from_fn(|i| {
+                        [443.0, 88.5, 514.0, 159.0][i] + 0.5 * jitter(t, i as u64)
+                    });
+                    vec![det(b[0], b[1], b[2], b[3])]
+                }
+            };
+            let update = tracker.update(&found);
+            assert!(update.faces.is_empty(), "frame {t}: {update:?}");
         }
     }
 
