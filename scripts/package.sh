@@ -7,7 +7,7 @@
 #                                     caerd_<version>_<arch>.deb, the binary stripped, and
 #                                     caerd-dbgsym_<version>_<arch>.ddeb with its debug info.
 #                                     arm64 packages the binary of `scripts/aarch64.sh build`.
-#   scripts/package.sh check [ARCH]   lintian on both (or those named) (errors fail; the warnings we accept are
+#   scripts/package.sh check [ARCH]   lintian on both, or on those named (errors fail; the warnings we accept are
 #                                     listed in board/debian/lintian-overrides with why), the
 #                                     contents and control fields; then, as root, installs the
 #                                     amd64 package on this machine: the caer user, the state

@@ -43,8 +43,9 @@
 //! px high, the next ones back in place, and the smoothed centre's way back was counted as
 //! motion (confirmed at frame 94 of 150); starting from the third box, no portrait is
 //! confirmed in those 150 frames, and 3 to 6 faces are (the script shows 4 to 6 students at a
-//! time). `0.04` stays opt-in until the
-//! detector-level and end-to-end checks of issue 15 hold with it on.
+//! time; the detection test `blaze_and_the_motion_check_never_confirm_the_portraits_on_the_wall`).
+//! `0.04` stays opt-in until the end-to-end checks (through `caerd`, and the photographs'
+//! video, which shows only still faces) hold with it on.
 //!
 //! Motion model: the box is the detector's box as is (the crops are cut from it); the
 //! velocity, per frame and per box coordinate, is an exponential average (weight
