@@ -107,10 +107,9 @@ check() {
   # One x86-64 build with ONNX Runtime compiled in: without ORT_DYLIB_PATH the demo's backend
   # choice (auto) falls back to tract, with it ONNX Runtime runs (the demo bundle's int8). The
   # test profile's build (dependencies optimised): in lockstep the figures do not depend on
-  # speed. Exactly the build of scripts/test.sh's ONNX Runtime pass, so that after it this
-  # builds nothing (a plain `cargo build` unifies other features and took 6.5 min in CI).
-  cargo test --workspace --locked --features caer-firmware/ort,caer-calibrate/ort \
-    --lib --test tests --test known_answer --no-run
+  # speed. The build of scripts/test.sh's ONNX Runtime pass, so that after it this builds
+  # nothing (a plain `cargo build` unifies other features and took 6.5 min in CI).
+  scripts/ort-tests.sh --no-run
   # ONNX Runtime too, with CAER_AARCH64_ORT=1: the aarch64 libonnxruntime of the pinned wheel.
   # Off by default: under qemu-user 7.2 it dies at start (SIGSEGV, address 0) in its CPU
   # detection (cpuinfo), which reads the host's x86 /proc/cpuinfo that qemu-user passes through.

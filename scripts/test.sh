@@ -68,13 +68,7 @@ cargo clippy --workspace --all-targets --locked \
 step "cargo test (tract)"
 cargo test --workspace --locked
 step "cargo test of the crates that run a model (tract and ONNX Runtime: $ORT_DYLIB_PATH)"
-# The whole workspace is selected, so that dependencies' features unify as in the step before
-# and only what links ONNX Runtime is built again (selecting two packages rebuilt half the
-# dependencies: 10 min); the targets chosen are the unit tests and the `tests` and
-# `known_answer` binaries, which leaves out the fleet and V4L2 VM tests. Exactly the build that
-# scripts/aarch64.sh check runs caerd from.
-cargo test --workspace --locked --features caer-firmware/ort,caer-calibrate/ort \
-  --lib --test tests --test known_answer
+scripts/ort-tests.sh
 step "pytest model-export (not slow)"
 "$CAER_PYTHON" -m pytest model-export -q -p no:cacheprovider -m "not slow"
 # In this order, each only when it fits: the slow test, the Jetson build (the product's first
