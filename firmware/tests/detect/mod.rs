@@ -20,6 +20,8 @@ use caer::pipeline::track::iou;
 
 use crate::golden::bundle;
 
+mod evaluation;
+
 /// The expected face boxes of a shipped photograph, from `testdata/faces/expected.json`
 /// (where they are written down, with their sources).
 pub(crate) fn expected_faces(photo: &str) -> Vec<[f32; 4]> {
@@ -32,7 +34,7 @@ pub(crate) fn expected_faces(photo: &str) -> Vec<[f32; 4]> {
 /// Fewest Solvay faces a detector must find: 27 of 29 is 93 % (>= 90 %).
 const SOLVAY_MIN_HITS: usize = 27;
 
-fn photo(name: &str) -> Frame {
+pub(crate) fn photo(name: &str) -> Frame {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/faces")
         .join(name);
@@ -77,7 +79,7 @@ fn check_recall(name: &str, detector: &mut dyn FaceDetector) {
     assert!(extra <= 1, "{name}: {extra} false positives; {found:?}");
 }
 
-fn tract_network() -> Arc<dyn FaceDetectorNetwork> {
+pub(crate) fn tract_network() -> Arc<dyn FaceDetectorNetwork> {
     let bundle = bundle();
     let backend = TractBackend::load(&bundle, &TractOptions::default()).expect("tract");
     backend.load_face_detector(&bundle).expect("face detector")
@@ -124,6 +126,14 @@ fn blaze_settings_out_of_range_are_refused() {
         },
         BlazeConfig {
             nms_iou: 0.0,
+            ..BlazeConfig::default()
+        },
+        BlazeConfig {
+            second_look_threshold: 1.0,
+            ..BlazeConfig::default()
+        },
+        BlazeConfig {
+            sure_score: 0.0,
             ..BlazeConfig::default()
         },
     ] {
@@ -249,7 +259,12 @@ fn blaze_and_the_motion_check_never_confirm_the_portraits_on_the_wall() {
     use caer::pipeline::source::FrameSource;
     use caer::pipeline::track::{Tracker, TrackerConfig};
 
-    let mut detector = BlazeDetector::new(tract_network(), BlazeConfig::default()).unwrap();
+    // The first look only: the portraits must reach the tracker for it to be under test.
+    let config = BlazeConfig {
+        second_look_threshold: 0.0,
+        ..BlazeConfig::default()
+    };
+    let mut detector = BlazeDetector::new(tract_network(), config).unwrap();
     let mut source = GeneratedSource::new(GeneratedConfig {
         width: 960,
         height: 540,

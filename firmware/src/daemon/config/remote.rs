@@ -37,6 +37,8 @@ pub const REMOTE_KEYS: &[&str] = &[
     "detect.blaze.tile_sizes",
     "detect.blaze.score_threshold",
     "detect.blaze.nms_iou",
+    "detect.blaze.second_look_threshold",
+    "detect.blaze.sure_score",
     "detect.seeta.min_face_size",
     "detect.seeta.score_threshold",
     "detect.seeta.pyramid_scale_factor",

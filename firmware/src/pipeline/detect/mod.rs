@@ -20,6 +20,7 @@ use crate::pipeline::frame::Frame;
 use crate::pipeline::settings::Issues;
 
 pub mod blaze;
+pub mod evaluate;
 pub mod seeta;
 
 pub use blaze::{BlazeConfig, BlazeDetector};
