@@ -7,8 +7,11 @@
 //! a 1920x1080 grey canvas (aspect kept: faces of 52 to 75 pixels), a classroom-like scene
 //! of many small faces. Detectors: SeetaFace with the daemon's default settings and with
 //! `min_face_size` 40; BlazeFace from the fixture bundle (`tests/golden/bundle`; the network
-//! is the real one) with the default tiles on tract and on ONNX Runtime (CPU, and CUDA when
-//! built with feature `cuda`, which then needs a GPU and ONNX Runtime's CUDA provider).
+//! is the real one) on tract and on ONNX Runtime (CPU, and CUDA when built with feature
+//! `cuda`, which then needs a GPU and ONNX Runtime's CUDA provider): as it was the default
+//! before issue 15 (tiles 224, 448, 896, no second look, a full look every frame) and as it
+//! is now (a full look with the 112 tile and the second look; a look near the 29 faces, what
+//! the daemon does between full looks; their average over `detect.full_every` frames).
 //! Prints ms/frame (median and fastest of the timed runs), the faces found, and how many of
 //! the 29 they hit.
 //! Threads: `CAER_BENCH_THREADS` (default every core).
@@ -17,15 +20,12 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use caer::pipeline::detect::{
-    BlazeConfig, BlazeDetector, FaceDetector, SeetaConfig, SeetaDetector,
+    BlazeConfig, BlazeDetector, DetectConfig, DetectError, Detection, FaceDetector, SeetaConfig,
+    SeetaDetector,
 };
 use caer::pipeline::frame::Frame;
-use caer::pipeline::model::backend::{
-    FaceDetectorNetwork, InferenceBackend, TractBackend, TractOptions,
-};
+use caer::pipeline::model::backend::{InferenceBackend, TractBackend, TractOptions};
 use caer::pipeline::model::bundle::Bundle;
 use caer::pipeline::track::iou;
 
@@ -71,59 +71,38 @@ fn full_hd_frame() -> BenchResult<(Frame, Vec<[f32; 4]>)> {
 }
 
 /// Expected faces hit by some detection with IoU >= 0.5.
-fn hits(found: &[caer::pipeline::detect::Detection], expected: &[[f32; 4]]) -> usize {
+fn hits(found: &[Detection], expected: &[[f32; 4]]) -> usize {
     expected
         .iter()
         .filter(|e| found.iter().any(|d| iou(&d.bbox, e) >= 0.5))
         .count()
 }
 
-/// A face detector network limited to one tile per call.
-#[derive(Debug)]
-struct OneTileAtATime(Arc<dyn FaceDetectorNetwork>);
-
-impl FaceDetectorNetwork for OneTileAtATime {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-    fn max_batch(&self) -> usize {
-        1
-    }
-    fn run(
-        &self,
-        images: &[f32],
-        batch: usize,
-        regressors: &mut [f32],
-        logits: &mut [f32],
-    ) -> Result<(), caer::InferenceError> {
-        self.0.run(images, batch, regressors, logits)
-    }
-}
-
+/// Times `look` on `frame`; prints and returns its median in ms.
 fn time(
     name: &str,
-    detector: &mut dyn FaceDetector,
+    look: &mut dyn FnMut(&Frame) -> Result<Vec<Detection>, DetectError>,
     frame: &Frame,
     expected: &[[f32; 4]],
-) -> BenchResult<()> {
-    let found = detector.detect(frame)?; // warm-up
+) -> BenchResult<f64> {
+    let found = look(frame)?; // warm-up
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < RUNS && (times.is_empty() || start.elapsed() < BUDGET) {
         let t = Instant::now();
-        std::hint::black_box(detector.detect(frame)?);
+        std::hint::black_box(look(frame)?);
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
     println!(
-        "{name:<34} 1920x1080: median {:7.1} ms/frame, fastest {:7.1} ms ({} runs), {} faces, {}/29 expected found",
-        times[times.len() / 2],
+        "{name:<44} 1920x1080: median {median:7.1} ms/frame, fastest {:7.1} ms ({} runs), {} faces, {}/29 expected found",
         times[0],
         times.len(),
         found.len(),
         hits(&found, expected),
     );
-    Ok(())
+    Ok(median)
 }
 
 fn main() -> BenchResult<()> {
@@ -141,7 +120,7 @@ fn main() -> BenchResult<()> {
         };
         let mut detector = SeetaDetector::new(config)?;
         let name = format!("seeta min_face_size {min_face_size}");
-        time(&name, &mut detector, &frame, &expected)?;
+        time(&name, &mut |f| detector.detect(f), &frame, &expected)?;
     }
 
     let bundle_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bundle");
@@ -167,20 +146,42 @@ fn main() -> BenchResult<()> {
             },
         )?));
     }
+    // Before issue 15: tiles 224, 448, 896, no second look, a full look every frame.
+    let before = BlazeConfig {
+        tile_sizes: vec![224, 448, 896],
+        second_look_threshold: 0.0,
+        ..BlazeConfig::default()
+    };
+    let every = DetectConfig::default().full_every;
     for backend in backends {
         let network = backend.load_face_detector(&bundle)?;
-        let batch = network.max_batch();
-        if batch > 1 {
-            // The same network one tile per call: what batching the tiles gains.
-            let single = Arc::new(OneTileAtATime(network.clone()));
-            let mut detector = BlazeDetector::new(single, BlazeConfig::default())?;
-            let name = format!("blaze {} batch 1", backend.name());
-            time(&name, &mut detector, &frame, &expected)?;
-        }
-        let mut detector = BlazeDetector::new(network, BlazeConfig::default())?;
-        let name = format!("blaze {} batch {batch}", backend.name());
-        time(&name, &mut detector, &frame, &expected)?;
+        let name = backend.name();
+        let mut old = BlazeDetector::new(network.clone(), before.clone())?;
+        time(
+            &format!("blaze {name} before: full look"),
+            &mut |f| old.detect(f),
+            &frame,
+            &expected,
+        )?;
+        let mut now = BlazeDetector::new(network, BlazeConfig::default())?;
+        let full = time(
+            &format!("blaze {name} default: full look"),
+            &mut |f| now.detect(f),
+            &frame,
+            &expected,
+        )?;
+        // Between full looks: near the tracks (here the 29 faces' own boxes).
+        let near = time(
+            &format!("blaze {name} default: look near 29 faces"),
+            &mut |f| now.detect_near(f, &expected),
+            &frame,
+            &expected,
+        )?;
+        let amortised = (full + near * f64::from(every - 1)) / f64::from(every);
+        println!("blaze {name} default, a full look every {every} frames: {amortised:.1} ms/frame on average");
     }
-    println!("(blaze: tiles {tiles:?}, 108 network runs per frame)");
+    println!(
+        "(blaze default tiles {tiles:?}; before: [224, 448, 896], 108 network runs per frame)"
+    );
     Ok(())
 }

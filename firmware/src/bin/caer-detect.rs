@@ -67,7 +67,7 @@ struct Args {
     /// The inference backend (blaze): auto, tensorrt, cuda, ort-cpu, ort-cpu-int8, tract.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
-    /// Tile side in image pixels (blaze; repeat for several; default 224, 448, 896).
+    /// Tile side in image pixels (blaze; repeat for several; default 112, 224, 448, 896).
     #[arg(long = "tile-size")]
     tile_sizes: Vec<u32>,
     /// Score a face needs (blaze: 0 to 1, default 0.6; seeta: above 0, default 2.0).

@@ -32,6 +32,8 @@ pub(super) struct Parts {
     pub(super) source: Option<Box<dyn FrameSource>>,
     pub(super) open_source: SourceOpener,
     pub(super) detector: Box<dyn FaceDetector>,
+    /// Every how many frames the detector looks at the whole frame.
+    pub(super) full_every: u32,
     pub(super) tracker: Tracker,
     pub(super) sampler: TrackSampler,
     pub(super) contexts: ContextBoxes,
@@ -123,7 +125,8 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
     };
     let max_tracks = c.track.max_tracks;
     let mut track = c.track.clone();
-    if c.detect.kind == DetectorKind::Annotated {
+    let detector_kind = c.detect.kind_for(c.source.has_annotations());
+    if detector_kind == DetectorKind::Annotated {
         // Known boxes are the truth: nothing to prove by motion.
         track.min_motion = 0.0;
     }
@@ -133,7 +136,7 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
 
     let profile = c.policy.profile;
     // The bundle and backend serve the classifier and the BlazeFace detector.
-    let loaded = if profile.runs_model() || c.detect.kind == DetectorKind::Blaze {
+    let loaded = if profile.runs_model() || detector_kind == DetectorKind::Blaze {
         let trusted = c.model.trusted_keys();
         let bundle = Bundle::load_verified(&c.model.bundle, &trusted)?;
         let defaults = SelectOptions::default();
@@ -150,8 +153,9 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
     } else {
         None
     };
-    let detector: Box<dyn FaceDetector> = match c.detect.kind {
-        DetectorKind::Annotated => Box::new(AnnotatedDetector),
+    let detector: Box<dyn FaceDetector> = match detector_kind {
+        // Resolved above.
+        DetectorKind::Auto | DetectorKind::Annotated => Box::new(AnnotatedDetector),
         DetectorKind::Seeta => Box::new(SeetaDetector::new(c.detect.seeta.clone())?),
         DetectorKind::Blaze => {
             let (bundle, selected) = loaded.as_ref().expect("loaded for the blaze detector");
@@ -203,6 +207,12 @@ pub(super) fn build_parts(config: &ValidatedConfig) -> Result<Parts, BuildError>
         source,
         open_source,
         detector,
+        // Only BlazeFace can look near the tracks; known boxes cost nothing anyway.
+        full_every: if detector_kind == DetectorKind::Blaze {
+            c.detect.full_every
+        } else {
+            1
+        },
         tracker,
         sampler,
         contexts,

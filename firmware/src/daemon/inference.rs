@@ -13,7 +13,7 @@ use crate::daemon::running::Flags;
 use crate::daemon::PipelineError;
 use crate::pipeline::aggregate::{Aggregate, Aggregator, EngagementRecord, RecordContext};
 use crate::pipeline::crop::ContextBoxes;
-use crate::pipeline::detect::{Detection, FaceDetector};
+use crate::pipeline::detect::{Detection, FaceDetector, LookSchedule};
 use crate::pipeline::error::ClassifyError;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::model::bundle::NUM_CLASSES;
@@ -25,6 +25,8 @@ use crate::pipeline::track::{TrackUpdate, TrackedFace, Tracker};
 /// The inference thread's stages, each built once from its checked settings.
 pub(super) struct Stages {
     detector: Box<dyn FaceDetector>,
+    /// Full looks between looks near the tracks only.
+    looks: LookSchedule,
     tracker: Tracker,
     sampler: TrackSampler,
     contexts: ContextBoxes,
@@ -43,6 +45,7 @@ impl Stages {
     pub(super) fn new(parts: Parts) -> (Stages, SourceParts) {
         let stages = Stages {
             detector: parts.detector,
+            looks: LookSchedule::new(parts.full_every),
             tracker: parts.tracker,
             sampler: parts.sampler,
             contexts: parts.contexts,
@@ -65,6 +68,7 @@ impl Stages {
     /// Forgets every track (after a pause: no features from before it may be mixed in).
     pub(super) fn reset_tracks(&mut self) {
         self.tracker.reset();
+        self.looks.restart();
         self.sampler.reset();
         if let Some(m) = self.model.as_mut() {
             m.classifier.reset();
@@ -84,11 +88,14 @@ impl Stages {
             Stage::Queue,
             start.saturating_duration_since(frame.captured_at),
         );
-        let Some(detections) = self.detect(frame, metrics) else {
+        let regions = self.tracker.expected_boxes();
+        let full = self.looks.full_look(regions.len());
+        let near: &[[f32; 4]] = if full { &[] } else { &regions };
+        let Some(detections) = self.detect(frame, near, metrics) else {
             return Ok(());
         };
         let detected = Instant::now();
-        let update = self.track(&detections, metrics);
+        let update = self.track(&detections, full, metrics);
         let samples = self.sample(frame, &update);
         let tracked = Instant::now();
         let inputs = self.crop(frame, &samples);
@@ -110,9 +117,20 @@ impl Stages {
         Ok(())
     }
 
-    /// Face boxes of the frame; none (counted) if the detector fails on it.
-    fn detect(&mut self, frame: &Frame, metrics: &Metrics) -> Option<Vec<Detection>> {
-        match self.detector.detect(frame) {
+    /// Face boxes of the frame, from a full look, or from looks near `regions` only when
+    /// there are any; none (counted) if the detector fails on it.
+    fn detect(
+        &mut self,
+        frame: &Frame,
+        regions: &[[f32; 4]],
+        metrics: &Metrics,
+    ) -> Option<Vec<Detection>> {
+        let found = if regions.is_empty() {
+            self.detector.detect(frame)
+        } else {
+            self.detector.detect_near(frame, regions)
+        };
+        match found {
             Ok(d) => Some(d),
             Err(e) => {
                 count_frame_error(metrics, &e, "face detection failed; frame skipped");
@@ -122,8 +140,12 @@ impl Stages {
     }
 
     /// Tracks the detections; ended tracks are forgotten by every later stage.
-    fn track(&mut self, detections: &[Detection], metrics: &Metrics) -> TrackUpdate {
-        let update = self.tracker.update(detections);
+    fn track(&mut self, detections: &[Detection], full: bool, metrics: &Metrics) -> TrackUpdate {
+        let update = if full {
+            self.tracker.update(detections)
+        } else {
+            self.tracker.update_near(detections)
+        };
         for id in &update.ended {
             self.sampler.forget(*id);
             if let Some(m) = self.model.as_mut() {

@@ -29,7 +29,7 @@
 //! thing, not motion. A track that has its hits but has not moved yet survives misses
 //! like a confirmed one (`max_misses`), so a still distractor keeps one unconfirmed track
 //! instead of being born again and again. Once confirmed, a track stays confirmed however
-//! still it sits. `min_motion = 0` (the default) turns the rule off; the annotated
+//! still it sits. `min_motion = 0` turns the rule off (the default is 0.04); the annotated
 //! detector's boxes are the truth and need no proof, so the daemon turns it off for them.
 //!
 //! A box that another face's box covers by more than [`OCCLUSION`] of its area, or the
@@ -44,8 +44,12 @@
 //! motion (confirmed at frame 94 of 150); starting from the third box, no portrait is
 //! confirmed in those 150 frames, and 3 to 6 faces are (the script shows 4 to 6 students at a
 //! time; the detection test `blaze_and_the_motion_check_never_confirm_the_portraits_on_the_wall`).
-//! `0.04` stays opt-in until the end-to-end checks (through `caerd`, and the photographs'
-//! video, which shows only still faces) hold with it on.
+//! Through `caerd` the same holds (the end-to-end test
+//! `still_portraits_on_the_wall_are_never_counted_as_students`). A video of a still
+//! photograph shows only still faces: the rule refuses them all, rightly.
+//!
+//! Between full looks ([`Tracker::update_near`]) the detector looks only near the tracks:
+//! those boxes follow tracks but neither start one nor count as motion.
 //!
 //! Motion model: the box is the detector's box as is (the crops are cut from it); the
 //! velocity, per frame and per box coordinate, is an exponential average (weight
@@ -121,7 +125,7 @@ pub struct TrackerConfig {
     pub velocity_smoothing: f32,
     /// How far a track's smoothed centre must have moved, as a share of the box's width
     /// (or height, vertically), before it counts as a face, in [0, 1): filters still
-    /// face-like pictures. 0 (the default) turns the check off; 0.04 is the value tested.
+    /// face-like pictures. 0 turns the check off; the default 0.04 is the value tested.
     pub min_motion: f32,
 }
 
@@ -133,8 +137,8 @@ impl Default for TrackerConfig {
             max_misses: 5,
             max_tracks: NonZeroUsize::new(32).expect("32 is not zero"),
             velocity_smoothing: 0.5,
-            // Off until it holds on the detector's own boxes (see the module docs).
-            min_motion: 0.0,
+            // The daemon turns it off for known boxes (see the module docs).
+            min_motion: 0.04,
         }
     }
 }
@@ -208,6 +212,15 @@ struct Track {
     hits: u32,
     misses: u32,
     motion: Motion,
+    /// The motion proof has started (from the `min_hits`-th box of a full look).
+    proving: bool,
+}
+
+/// What a detection came from: a look at the whole frame, or near the expected boxes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Full,
+    Near,
 }
 
 /// The motion check's state: the smoothed centre and the span it has covered since birth.
@@ -313,8 +326,26 @@ impl Tracker {
         self.tracks.clear();
     }
 
-    /// Tracks one frame's detections; see the module docs.
+    /// Where each track (tentative included) is expected in the next frame: the regions a
+    /// detector looks at between full looks.
+    pub fn expected_boxes(&self) -> Vec<[f32; 4]> {
+        self.tracks.iter().map(Track::predicted).collect()
+    }
+
+    /// Tracks one frame's detections, from a look at the whole frame; see the module docs.
     pub fn update(&mut self, detections: &[Detection]) -> TrackUpdate {
+        self.update_with(detections, Look::Full)
+    }
+
+    /// Tracks the detections of a look near the [`Tracker::expected_boxes`] only: tracks
+    /// follow them, but no track is born (the rest of the frame was not looked at) and no
+    /// motion is judged (the near view's boxes sit a little differently from the full
+    /// look's on the same still picture; that is not motion).
+    pub fn update_near(&mut self, detections: &[Detection]) -> TrackUpdate {
+        self.update_with(detections, Look::Near)
+    }
+
+    fn update_with(&mut self, detections: &[Detection], look: Look) -> TrackUpdate {
         let predictions: Vec<[f32; 4]> = self.tracks.iter().map(Track::predicted).collect();
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (t, p) in predictions.iter().enumerate() {
@@ -390,11 +421,17 @@ impl Tracker {
                     track.bbox = det.bbox;
                     track.hits = track.hits.saturating_add(1);
                     track.misses = 0;
-                    if track.id.is_none() && track.hits == self.config.min_hits.get() {
+                    if look == Look::Near {
+                        // Near boxes prove nothing (see update_near).
+                    } else if track.id.is_none()
+                        && !track.proving
+                        && track.hits >= self.config.min_hits.get()
+                    {
                         // A track's first boxes are where something appeared, often disturbed
                         // (a picture uncovered by a passer-by settles back over a frame or
                         // two): the proof starts from its min_hits-th box.
                         track.motion = Motion::new(&det.bbox, self.config.min_motion);
+                        track.proving = true;
                     } else if crowded[d] || regained {
                         track.motion.disturb();
                     } else {
@@ -424,7 +461,7 @@ impl Tracker {
         for (d, det) in detections
             .iter()
             .enumerate()
-            .filter(|(d, _)| !det_taken[*d])
+            .filter(|(d, _)| look == Look::Full && !det_taken[*d])
         {
             if self.tracks.len() >= self.config.max_tracks.get() {
                 self.refused_total += 1;
@@ -437,6 +474,7 @@ impl Tracker {
                 hits: 1,
                 misses: 0,
                 motion: Motion::new(&det.bbox, self.config.min_motion),
+                proving: false,
             };
             self.confirm_and_report(&mut track, det, d, &mut update.faces);
             self.tracks.push(track);

@@ -310,8 +310,10 @@ fn a_video_file_through_the_blaze_detector_counts_the_faces_it_shows() {
         video.display()
     );
     // One interval for the whole video (caerd records it when the file ends), every frame
-    // sampled: each face gets the 16 samples that presence counts.
-    let extra = "[detect]\nkind = \"blaze\"\n\n[sampling]\nrate_hz = 10.0\nwindow_stride = 4\nqueue_frames = 64\n\n\
+    // sampled: each face gets the 16 samples that presence counts. The photograph's faces
+    // never move, so the motion check (which rightly refuses still faces) is off: this test
+    // counts what the detector finds.
+    let extra = "[detect]\nkind = \"blaze\"\n\n[track]\nmin_motion = 0.0\n\n[sampling]\nrate_hz = 10.0\nwindow_stride = 4\nqueue_frames = 64\n\n\
                  [policy]\nprofile = \"presence\"\n\n[report]\ninterval_secs = 600\nstats_interval_secs = 1\n";
     let config = dir.path().join("caerd.toml");
     std::fs::write(
@@ -393,4 +395,95 @@ fn lockstep_analyses_every_frame_and_two_runs_publish_the_same_figures() {
             .collect()
     };
     assert_eq!(figures(first), figures(lockstep_demo_records(60)));
+}
+
+/// The generated classroom (960x540, 6 students, seed 5) with 3 still portraits on the wall,
+/// through caerd with the BlazeFace detector, every frame in lockstep, 50-frame intervals:
+/// with the default settings (second look, motion check, full looks every few frames) no
+/// interval counts more students than the scene's script shows in it, so no portrait is
+/// ever counted; and with both checks off and a full look every frame (the settings before
+/// they existed) the portraits are counted, so the scene does put them in front of the
+/// detector. The script, not caerd, gives the expected headcounts.
+#[test]
+fn still_portraits_on_the_wall_are_never_counted_as_students() {
+    use caer::pipeline::source::generated::{GeneratedConfig, GeneratedSource};
+    use caer::pipeline::source::FrameSource;
+
+    const FRAMES: u64 = 200;
+    const INTERVAL_FRAMES: u64 = 50;
+    let generated = GeneratedConfig {
+        width: 960,
+        height: 540,
+        students: std::num::NonZeroUsize::new(6).unwrap(),
+        seed: 5,
+        posters: 3,
+        frames: Some(FRAMES),
+        ..GeneratedConfig::default()
+    };
+    // Most students the script shows in a frame of each interval.
+    let mut script = GeneratedSource::new(generated.clone()).unwrap();
+    let mut shown = vec![0u64; (FRAMES / INTERVAL_FRAMES) as usize];
+    while let Some(frame) = script.next_frame().unwrap() {
+        let i = (frame.sequence / INTERVAL_FRAMES) as usize;
+        shown[i] = shown[i].max(frame.annotations.unwrap().len() as u64);
+    }
+    let headcounts = |detect: &str| -> Vec<u64> {
+        let broker = Broker::start();
+        let subscriber = Subscriber::connect(&broker);
+        let dir = tempfile::tempdir().unwrap();
+        let source = format!(
+            "[source]\nkind = \"generated\"\nfps = 10.0\nlockstep = true\nmax_frames = {FRAMES}\n\
+             [source.generated]\nwidth = 960\nheight = 540\nstudents = 6\nseed = 5\nposters = 3\n"
+        );
+        let extra = format!(
+            "{detect}\n[sampling]\nrate_hz = 10.0\nwindow_stride = 4\nqueue_frames = 64\n\n\
+             [policy]\nprofile = \"presence\"\nmin_group_size = 2\n\n\
+             [report]\ninterval_secs = 5\nstats_interval_secs = 1\n"
+        );
+        let config = dir.path().join("caerd.toml");
+        let toml = config_toml(
+            &dir.path().join("state"),
+            Some(&broker.url()),
+            &source,
+            &extra,
+        );
+        std::fs::write(&config, toml).unwrap();
+        let (_, messages) =
+            run_to_the_end(dir.path(), &config, &subscriber, Duration::from_secs(600));
+        let mut records: Vec<Value> = messages
+            .iter()
+            .filter(|m| m.topic.ends_with("/engagement"))
+            .map(Message::json)
+            .collect();
+        records.sort_by_key(|r| r["seq"].as_u64());
+        records
+            .iter()
+            .map(|r| r["students"].as_u64().expect("a headcount"))
+            .collect()
+    };
+
+    let defaults = headcounts("[detect]\nkind = \"blaze\"\n");
+    println!("portraits e2e: scripted {shown:?}, counted with the defaults {defaults:?}");
+    assert_eq!(defaults.len(), shown.len(), "{defaults:?}");
+    for (i, (&counted, &most)) in defaults.iter().zip(&shown).enumerate() {
+        assert!(
+            counted <= most,
+            "interval {i}: {counted} students counted, the script shows at most {most}"
+        );
+    }
+    // The students themselves are counted once they have been seen moving.
+    assert!(defaults[1..].iter().all(|&n| n >= 3), "{defaults:?}");
+
+    let unchecked = headcounts(
+        "[detect]\nkind = \"blaze\"\nfull_every = 1\n[detect.blaze]\ntile_sizes = [224, 448, 896]\n\
+         second_look_threshold = 0.0\n\n[track]\nmin_motion = 0.0\n",
+    );
+    println!("portraits e2e: counted without the checks {unchecked:?}");
+    assert!(
+        unchecked
+            .iter()
+            .zip(&shown)
+            .any(|(&counted, &most)| counted > most),
+        "without the checks the portraits should be counted: {unchecked:?} against {shown:?}"
+    );
 }

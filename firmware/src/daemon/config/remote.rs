@@ -34,6 +34,7 @@ use crate::pipeline::settings::Issues;
 pub const REMOTE_KEYS: &[&str] = &[
     "source.fps",
     "detect.kind",
+    "detect.full_every",
     "detect.blaze.tile_sizes",
     "detect.blaze.score_threshold",
     "detect.blaze.nms_iou",

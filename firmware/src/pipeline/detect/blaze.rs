@@ -6,7 +6,7 @@
 //! pixels, each scaled to 128x128: the frame is resized once per tile size by `128 / T`
 //! (Pillow-exact bilinear, as the crops) and cut into 128-pixel tiles that overlap by 32
 //! pixels (a quarter). A face whose side is at most a quarter of `T` is therefore whole in
-//! some tile, and tile sizes that double (224, 448, 896 by default) cover every face from
+//! some tile, and tile sizes that double (112, 224, 448, 896 by default) cover every face from
 //! about a sixth of the smallest tile upwards. Detections of all tiles and sizes are merged
 //! by greedy non-maximum suppression, which also drops the smaller boxes of faces cut by a
 //! tile edge. (Dropping every box that touches an inner tile edge instead lost two more of
@@ -24,8 +24,11 @@
 //! network once more, centred, its side [`SECOND_LOOK_FACE_SHARE`] of the input, with its
 //! surroundings, and kept only when a box on it then scores `second_look_threshold`. On the
 //! evaluation set (`firmware/tests/detect/evaluation.rs`) this dropped 17 of 19 false faces
-//! and no face. Off by default (0) until the end-to-end tests run with it on; 0.55 is the
-//! measured setting.
+//! and no face; 0.55 (the default) is the measured setting, 0 turns it off.
+//!
+//! Between full looks the daemon looks only near the tracked faces
+//! ([`FaceDetector::detect_near`]): each expected box shown alone, centred, at the second
+//! look's scale (one network input per face instead of a frame's hundreds of tiles).
 //!
 //! The network runs on the model's inference backend ([`crate::pipeline::model::backend::FaceDetectorNetwork`]):
 //! tract or ONNX Runtime with the same providers as the image encoder, as many tiles per call
@@ -85,10 +88,10 @@ pub struct BlazeConfig {
 impl Default for BlazeConfig {
     fn default() -> Self {
         BlazeConfig {
-            tile_sizes: vec![224, 448, 896],
+            tile_sizes: vec![112, 224, 448, 896],
             score_threshold: 0.6,
             nms_iou: 0.3,
-            second_look_threshold: 0.0,
+            second_look_threshold: 0.55,
             sure_score: 0.8,
         }
     }
@@ -217,9 +220,7 @@ impl BlazeDetector {
         let image_len = 3 * INPUT_SIZE * INPUT_SIZE;
         for batch in tiles.chunks(per_call) {
             let n = batch.len();
-            self.input.resize(n * image_len, 0.0);
-            self.regressors.resize(n * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
-            self.logits.resize(n * NUM_ANCHORS, 0.0);
+            self.make_room(n);
             for (k, &(left, top)) in batch.iter().enumerate() {
                 fill_input(
                     &self.scaled,
@@ -233,29 +234,20 @@ impl BlazeDetector {
                 .run(&self.input, n, &mut self.regressors, &mut self.logits)
                 .map_err(DetectError::Network)?;
             for (k, &(left, top)) in batch.iter().enumerate() {
-                let logits = &self.logits[k * NUM_ANCHORS..][..NUM_ANCHORS];
-                let regressors = &self.regressors[k * NUM_ANCHORS * REGRESSOR_LEN..];
-                for (i, &raw) in logits.iter().enumerate() {
-                    if raw < threshold_logit {
-                        continue;
-                    }
-                    let r = &regressors[i * REGRESSOR_LEN..][..4];
-                    let [ax, ay] = self.anchors[i];
-                    let size = INPUT_SIZE as f32;
-                    let (cx, cy) = (ax * size + r[0], ay * size + r[1]);
-                    let (l, t) = (left as f32, top as f32);
-                    let bbox = [
-                        ((l + cx - r[2] / 2.0) * back_x).clamp(0.0, width as f32),
-                        ((t + cy - r[3] / 2.0) * back_y).clamp(0.0, height as f32),
-                        ((l + cx + r[2] / 2.0) * back_x).clamp(0.0, width as f32),
-                        ((t + cy + r[3] / 2.0) * back_y).clamp(0.0, height as f32),
-                    ];
-                    if bbox[2] > bbox[0] && bbox[3] > bbox[1] {
-                        found.push(Detection {
-                            bbox,
-                            score: sigmoid(raw),
-                        });
-                    }
+                let view = View {
+                    left: left as f32 * back_x,
+                    top: top as f32 * back_y,
+                    per_x: back_x,
+                    per_y: back_y,
+                };
+                for (raw, seen) in self.decoded(k, threshold_logit) {
+                    push_in_frame(
+                        found,
+                        view.to_frame(&seen),
+                        sigmoid(raw),
+                        width as f32,
+                        height as f32,
+                    );
                 }
             }
         }
@@ -279,6 +271,17 @@ impl FaceDetector for BlazeDetector {
             Ok(found)
         }
     }
+
+    fn detect_near(
+        &mut self,
+        frame: &Frame,
+        regions: &[[f32; 4]],
+    ) -> Result<Vec<Detection>, DetectError> {
+        if frame.width() == 0 || frame.height() == 0 {
+            return Ok(Vec::new());
+        }
+        self.look_near(frame, regions)
+    }
 }
 
 impl BlazeDetector {
@@ -289,9 +292,6 @@ impl BlazeDetector {
         frame: &Frame,
         found: Vec<Detection>,
     ) -> Result<Vec<Detection>, DetectError> {
-        let (width, height) = (frame.width() as f32, frame.height() as f32);
-        let size = INPUT_SIZE as f32;
-        let image_len = 3 * INPUT_SIZE * INPUT_SIZE;
         let threshold_logit = logit(self.config.second_look_threshold);
         let per_call = self.network.max_batch().max(1);
         let (mut kept, unsure): (Vec<Detection>, Vec<Detection>) = found
@@ -299,89 +299,22 @@ impl BlazeDetector {
             .partition(|d| d.score >= self.config.sure_score);
         for batch in unsure.chunks(per_call) {
             let n = batch.len();
-            self.input.resize(n * image_len, 0.0);
-            self.regressors.resize(n * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
-            self.logits.resize(n * NUM_ANCHORS, 0.0);
-            // Per face: the view's frame-to-input scale and its top left in frame pixels.
-            let mut views = Vec::with_capacity(n);
-            for (k, d) in batch.iter().enumerate() {
-                let [l, t, r, b] = d.bbox;
-                let side = (r - l).max(b - t) / SECOND_LOOK_FACE_SHARE;
-                let (left, top) = ((l + r - side) / 2.0, (t + b - side) / 2.0);
-                let scale = size / side;
-                // The part of the view inside the frame, in whole frame pixels, and where
-                // it lands in the input; the rest stays black.
-                let (fl, ft) = (left.max(0.0).floor(), top.max(0.0).floor());
-                let (fr, fb) = (
-                    (left + side).min(width).ceil(),
-                    (top + side).min(height).ceil(),
-                );
-                self.scaled.clear();
-                self.scaled.resize(image_len, 0);
-                let to_l = (((fl - left) * scale).round() as usize).min(INPUT_SIZE - 1);
-                let to_t = (((ft - top) * scale).round() as usize).min(INPUT_SIZE - 1);
-                let to_r = (((fr - left) * scale).round() as usize).clamp(to_l + 1, INPUT_SIZE);
-                let to_b = (((fb - top) * scale).round() as usize).clamp(to_t + 1, INPUT_SIZE);
-                if fr > fl && fb > ft {
-                    self.resizer.resize(
-                        frame.image.as_raw(),
-                        frame.width() as usize,
-                        Rect {
-                            left: fl as usize,
-                            top: ft as usize,
-                            width: (fr - fl) as usize,
-                            height: (fb - ft) as usize,
-                        },
-                        &mut self.scaled,
-                        INPUT_SIZE,
-                        Rect {
-                            left: to_l,
-                            top: to_t,
-                            width: to_r - to_l,
-                            height: to_b - to_t,
-                        },
-                    );
-                }
-                fill_input(
-                    &self.scaled,
-                    INPUT_SIZE,
-                    0,
-                    0,
-                    &mut self.input[k * image_len..][..image_len],
-                );
-                views.push((scale, left, top));
-            }
+            self.make_room(n);
+            let views: Vec<View> = batch
+                .iter()
+                .enumerate()
+                .map(|(k, d)| self.fill_view(frame, &d.bbox, k))
+                .collect();
             self.network
                 .run(&self.input, n, &mut self.regressors, &mut self.logits)
                 .map_err(DetectError::Network)?;
-            for (k, (d, &(scale, left, top))) in batch.iter().zip(&views).enumerate() {
-                let logits = &self.logits[k * NUM_ANCHORS..][..NUM_ANCHORS];
-                let regressors = &self.regressors[k * NUM_ANCHORS * REGRESSOR_LEN..];
+            for (k, (d, view)) in batch.iter().zip(&views).enumerate() {
                 // The face as the view shows it, in input pixels.
-                let [l, t, r, b] = d.bbox;
-                let face = [
-                    (l - left) * scale,
-                    (t - top) * scale,
-                    (r - left) * scale,
-                    (b - top) * scale,
-                ];
-                let best = logits
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, raw)| **raw >= threshold_logit)
-                    .filter(|(i, _)| {
-                        let r = &regressors[i * REGRESSOR_LEN..][..4];
-                        let [ax, ay] = self.anchors[*i];
-                        let (cx, cy) = (ax * size + r[0], ay * size + r[1]);
-                        let seen = [
-                            cx - r[2] / 2.0,
-                            cy - r[3] / 2.0,
-                            cx + r[2] / 2.0,
-                            cy + r[3] / 2.0,
-                        ];
-                        iou(&seen, &face) >= SECOND_LOOK_MIN_IOU
-                    })
-                    .map(|(_, raw)| *raw)
+                let face = view.to_input(&d.bbox);
+                let best = self
+                    .decoded(k, threshold_logit)
+                    .filter(|(_, seen)| iou(seen, &face) >= SECOND_LOOK_MIN_IOU)
+                    .map(|(raw, _)| raw)
                     .max_by(f32::total_cmp);
                 if let Some(raw) = best {
                     kept.push(Detection {
@@ -392,6 +325,186 @@ impl BlazeDetector {
             }
         }
         Ok(kept)
+    }
+
+    /// The faces near `regions` (boxes where faces are expected, e.g. the tracker's
+    /// predictions), each region shown to the network alone, centred, at the second look's
+    /// scale; boxes scoring `score_threshold`, overlaps suppressed.
+    fn look_near(
+        &mut self,
+        frame: &Frame,
+        regions: &[[f32; 4]],
+    ) -> Result<Vec<Detection>, DetectError> {
+        let (width, height) = (frame.width() as f32, frame.height() as f32);
+        let threshold_logit = logit(self.config.score_threshold);
+        let usable: Vec<[f32; 4]> = regions
+            .iter()
+            .filter(|r| r.iter().all(|v| v.is_finite()) && r[2] > r[0] && r[3] > r[1])
+            .copied()
+            .collect();
+        let per_call = self.network.max_batch().max(1);
+        let mut found = Vec::new();
+        for batch in usable.chunks(per_call) {
+            let n = batch.len();
+            self.make_room(n);
+            let views: Vec<View> = batch
+                .iter()
+                .enumerate()
+                .map(|(k, r)| self.fill_view(frame, r, k))
+                .collect();
+            self.network
+                .run(&self.input, n, &mut self.regressors, &mut self.logits)
+                .map_err(DetectError::Network)?;
+            for (k, view) in views.iter().enumerate() {
+                for (raw, seen) in self.decoded(k, threshold_logit) {
+                    push_in_frame(
+                        &mut found,
+                        view.to_frame(&seen),
+                        sigmoid(raw),
+                        width,
+                        height,
+                    );
+                }
+            }
+        }
+        Ok(suppress_overlaps(found, self.config.nms_iou))
+    }
+
+    /// Sizes the network's buffers for `n` inputs.
+    fn make_room(&mut self, n: usize) {
+        self.input.resize(n * 3 * INPUT_SIZE * INPUT_SIZE, 0.0);
+        self.regressors.resize(n * NUM_ANCHORS * REGRESSOR_LEN, 0.0);
+        self.logits.resize(n * NUM_ANCHORS, 0.0);
+    }
+
+    /// Fills input `k` with the square view centred on `bbox` whose side makes the box's
+    /// longer side [`SECOND_LOOK_FACE_SHARE`] of the input; what lies outside the frame is
+    /// black.
+    fn fill_view(&mut self, frame: &Frame, bbox: &[f32; 4], k: usize) -> View {
+        let (width, height) = (frame.width() as f32, frame.height() as f32);
+        let image_len = 3 * INPUT_SIZE * INPUT_SIZE;
+        let [l, t, r, b] = *bbox;
+        let side = ((r - l).max(b - t) / SECOND_LOOK_FACE_SHARE).max(1.0);
+        let (left, top) = ((l + r - side) / 2.0, (t + b - side) / 2.0);
+        let scale = INPUT_SIZE as f32 / side;
+        // The part of the view inside the frame, in whole frame pixels, and where it lands
+        // in the input.
+        let (fl, ft) = (left.max(0.0).floor(), top.max(0.0).floor());
+        let (fr, fb) = (
+            (left + side).min(width).ceil(),
+            (top + side).min(height).ceil(),
+        );
+        self.scaled.clear();
+        self.scaled.resize(image_len, 0);
+        let to_l = (((fl - left) * scale).round() as usize).min(INPUT_SIZE - 1);
+        let to_t = (((ft - top) * scale).round() as usize).min(INPUT_SIZE - 1);
+        let to_r = (((fr - left) * scale).round() as usize).clamp(to_l + 1, INPUT_SIZE);
+        let to_b = (((fb - top) * scale).round() as usize).clamp(to_t + 1, INPUT_SIZE);
+        if fr > fl && fb > ft {
+            self.resizer.resize(
+                frame.image.as_raw(),
+                frame.width() as usize,
+                Rect {
+                    left: fl as usize,
+                    top: ft as usize,
+                    width: (fr - fl) as usize,
+                    height: (fb - ft) as usize,
+                },
+                &mut self.scaled,
+                INPUT_SIZE,
+                Rect {
+                    left: to_l,
+                    top: to_t,
+                    width: to_r - to_l,
+                    height: to_b - to_t,
+                },
+            );
+        }
+        fill_input(
+            &self.scaled,
+            INPUT_SIZE,
+            0,
+            0,
+            &mut self.input[k * image_len..][..image_len],
+        );
+        View {
+            left,
+            top,
+            per_x: 1.0 / scale,
+            per_y: 1.0 / scale,
+        }
+    }
+
+    /// The boxes of input `k` of the last run whose logit is at least `threshold_logit`:
+    /// `(logit, [left, top, right, bottom] in input pixels)`, decoded as MediaPipe does.
+    fn decoded(
+        &self,
+        k: usize,
+        threshold_logit: f32,
+    ) -> impl Iterator<Item = (f32, [f32; 4])> + '_ {
+        let logits = &self.logits[k * NUM_ANCHORS..][..NUM_ANCHORS];
+        let regressors = &self.regressors[k * NUM_ANCHORS * REGRESSOR_LEN..];
+        let size = INPUT_SIZE as f32;
+        logits
+            .iter()
+            .enumerate()
+            .filter(move |(_, raw)| **raw >= threshold_logit)
+            .map(move |(i, &raw)| {
+                let r = &regressors[i * REGRESSOR_LEN..][..4];
+                let [ax, ay] = self.anchors[i];
+                let (cx, cy) = (ax * size + r[0], ay * size + r[1]);
+                (
+                    raw,
+                    [
+                        cx - r[2] / 2.0,
+                        cy - r[3] / 2.0,
+                        cx + r[2] / 2.0,
+                        cy + r[3] / 2.0,
+                    ],
+                )
+            })
+    }
+}
+
+/// Where an input shows the frame: frame x = `left` + input x * `per_x` (y likewise).
+#[derive(Debug, Clone, Copy)]
+struct View {
+    left: f32,
+    top: f32,
+    per_x: f32,
+    per_y: f32,
+}
+
+impl View {
+    fn to_frame(&self, b: &[f32; 4]) -> [f32; 4] {
+        [
+            self.left + b[0] * self.per_x,
+            self.top + b[1] * self.per_y,
+            self.left + b[2] * self.per_x,
+            self.top + b[3] * self.per_y,
+        ]
+    }
+
+    fn to_input(&self, b: &[f32; 4]) -> [f32; 4] {
+        [
+            (b[0] - self.left) / self.per_x,
+            (b[1] - self.top) / self.per_y,
+            (b[2] - self.left) / self.per_x,
+            (b[3] - self.top) / self.per_y,
+        ]
+    }
+}
+
+/// Appends `bbox` clipped to the frame, unless nothing of it is left.
+fn push_in_frame(found: &mut Vec<Detection>, bbox: [f32; 4], score: f32, width: f32, height: f32) {
+    let bbox = [
+        bbox[0].clamp(0.0, width),
+        bbox[1].clamp(0.0, height),
+        bbox[2].clamp(0.0, width),
+        bbox[3].clamp(0.0, height),
+    ];
+    if bbox[2] > bbox[0] && bbox[3] > bbox[1] {
+        found.push(Detection { bbox, score });
     }
 }
 

@@ -30,8 +30,11 @@ pub use seeta::{SeetaConfig, SeetaDetector};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
-    /// The frames' known face boxes (generated source, annotated frame directories).
+    /// `annotated` where the source knows its faces' boxes (the generated classroom,
+    /// annotated frame directories), `blaze` for camera and video frames.
     #[default]
+    Auto,
+    /// The frames' known face boxes (generated source, annotated frame directories).
     Annotated,
     /// SeetaFace frontal detector on the CPU (built-in model); see `[detect.seeta]`.
     Seeta,
@@ -40,23 +43,95 @@ pub enum DetectorKind {
 }
 
 /// Face detection: the `[detect]` section of `caerd`'s configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
     /// Which detector to run.
     pub kind: DetectorKind,
+    /// Every how many frames the detector looks at the whole frame, 1 to 100; in between it
+    /// looks only around the tracked faces ([`FaceDetector::detect_near`]), so a face that
+    /// walks in is found at the next full look. 1 looks at the whole frame every time.
+    pub full_every: u32,
     /// Settings of the `seeta` detector.
     pub seeta: SeetaConfig,
     /// Settings of the `blaze` detector.
     pub blaze: BlazeConfig,
 }
 
+/// Most frames between two full looks ([`DetectConfig::full_every`]).
+pub const MAX_FULL_EVERY: u32 = 100;
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            kind: DetectorKind::default(),
+            full_every: 4,
+            seeta: SeetaConfig::default(),
+            blaze: BlazeConfig::default(),
+        }
+    }
+}
+
 impl DetectConfig {
+    /// The detector that runs on a source: `auto` is `annotated` where the source knows
+    /// its faces' boxes and `blaze` everywhere else.
+    pub fn kind_for(&self, source_has_annotations: bool) -> DetectorKind {
+        match self.kind {
+            DetectorKind::Auto if source_has_annotations => DetectorKind::Annotated,
+            DetectorKind::Auto => DetectorKind::Blaze,
+            other => other,
+        }
+    }
+
     /// Every setting out of range, keyed relative to the section (both detectors' settings
     /// are checked, whichever runs).
     pub fn issues(&self, v: &mut Issues) {
+        if !(1..=MAX_FULL_EVERY).contains(&self.full_every) {
+            v.push(
+                "full_every",
+                format!(
+                    "is {}; it must be from 1 to {MAX_FULL_EVERY}",
+                    self.full_every
+                ),
+            );
+        }
         v.section("blaze", |v| self.blaze.issues(v));
         v.section("seeta", |v| self.seeta.issues(v));
+    }
+}
+
+/// Which frames the detector looks at whole ([`DetectConfig::full_every`]).
+#[derive(Debug, Clone)]
+pub struct LookSchedule {
+    every: u32,
+    since_full: u32,
+}
+
+impl LookSchedule {
+    /// A full look every `every` frames (at least 1), starting with the next frame.
+    pub fn new(every: u32) -> Self {
+        let every = every.max(1);
+        LookSchedule {
+            every,
+            since_full: every - 1,
+        }
+    }
+
+    /// Whether the next frame gets a full look; with nothing to look near (`regions` is
+    /// 0) it always does.
+    pub fn full_look(&mut self, regions: usize) -> bool {
+        self.since_full += 1;
+        if self.since_full >= self.every || regions == 0 {
+            self.since_full = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The next frame gets a full look (after a pause).
+    pub fn restart(&mut self) {
+        self.since_full = self.every - 1;
     }
 }
 
@@ -73,6 +148,18 @@ pub struct Detection {
 pub trait FaceDetector: Send {
     /// The faces in `frame`, in no particular order.
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, DetectError>;
+
+    /// The faces near `regions` (boxes where faces are expected: the tracker's
+    /// predictions), the cheap look between full-frame detections ([`DetectConfig::full_every`]).
+    /// A detector that cannot look at parts of a frame looks at all of it.
+    fn detect_near(
+        &mut self,
+        frame: &Frame,
+        regions: &[[f32; 4]],
+    ) -> Result<Vec<Detection>, DetectError> {
+        let _ = regions;
+        self.detect(frame)
+    }
 }
 
 /// A face detector that cannot be built or run.
@@ -124,6 +211,25 @@ impl FaceDetector for AnnotatedDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_looks_come_every_n_frames_and_whenever_nothing_is_tracked() {
+        let mut s = LookSchedule::new(3);
+        let looks: Vec<bool> = [5, 5, 5, 5, 5, 0, 5, 5, 5]
+            .iter()
+            .map(|&r| s.full_look(r))
+            .collect();
+        assert_eq!(
+            looks,
+            [true, false, false, true, false, true, false, false, true]
+        );
+        s.restart();
+        assert!(s.full_look(5));
+        let mut every = LookSchedule::new(1);
+        assert!((0..5).all(|_| every.full_look(3)));
+        let mut zero = LookSchedule::new(0);
+        assert!(zero.full_look(3) && zero.full_look(3));
+    }
 
     #[test]
     fn annotated_detector_returns_the_annotations_and_refuses_camera_frames() {
