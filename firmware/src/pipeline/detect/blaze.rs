@@ -476,7 +476,7 @@ struct View {
 }
 
 impl View {
-    fn to_frame(&self, b: &[f32; 4]) -> [f32; 4] {
+    fn to_frame(self, b: &[f32; 4]) -> [f32; 4] {
         [
             self.left + b[0] * self.per_x,
             self.top + b[1] * self.per_y,
@@ -485,7 +485,7 @@ impl View {
         ]
     }
 
-    fn to_input(&self, b: &[f32; 4]) -> [f32; 4] {
+    fn to_input(self, b: &[f32; 4]) -> [f32; 4] {
         [
             (b[0] - self.left) / self.per_x,
             (b[1] - self.top) / self.per_y,
