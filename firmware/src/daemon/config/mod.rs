@@ -689,6 +689,8 @@ mod tests {
             [source]
             kind = "frame_dir"
             fps = 0.0
+            [detect]
+            kind = "annotated"
             [policy]
             min_group_size = 1
             [mqtt]

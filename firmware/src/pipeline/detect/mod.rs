@@ -232,6 +232,20 @@ mod tests {
     }
 
     #[test]
+    fn auto_uses_the_sources_boxes_when_it_has_them_and_blaze_otherwise() {
+        let auto = DetectConfig::default();
+        assert_eq!(auto.kind, DetectorKind::Auto);
+        assert_eq!(auto.kind_for(true), DetectorKind::Annotated);
+        assert_eq!(auto.kind_for(false), DetectorKind::Blaze);
+        let seeta = DetectConfig {
+            kind: DetectorKind::Seeta,
+            ..DetectConfig::default()
+        };
+        assert_eq!(seeta.kind_for(true), DetectorKind::Seeta);
+        assert_eq!(seeta.kind_for(false), DetectorKind::Seeta);
+    }
+
+    #[test]
     fn annotated_detector_returns_the_annotations_and_refuses_camera_frames() {
         let mut frame = Frame::new(image::RgbImage::new(10, 10), 3);
         let mut detector = AnnotatedDetector;
