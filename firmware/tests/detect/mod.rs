@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use caer::pipeline::detect::{
-    BlazeConfig, BlazeDetector, Detection, FaceDetector, SeetaConfig, SeetaDetector,
+    evaluate, BlazeConfig, BlazeDetector, Detection, FaceDetector, SeetaConfig, SeetaDetector,
 };
 use caer::pipeline::frame::Frame;
 use caer::pipeline::model::backend::{
@@ -42,24 +42,11 @@ pub(crate) fn photo(name: &str) -> Frame {
     Frame::new(image.to_rgb8(), 0)
 }
 
-/// Expected faces found (IoU >= `min_iou` with a detection not used yet) and detections
-/// left over (false positives).
+/// Expected faces found and detections left over (false positives), matched as the
+/// evaluation matches them (`evaluate::score`).
 fn score(found: &[Detection], expected: &[[f32; 4]], min_iou: f32) -> (usize, usize) {
-    let mut used = vec![false; found.len()];
-    let mut hits = 0;
-    for e in expected {
-        let best = found
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !used[*i])
-            .map(|(i, d)| (i, iou(&d.bbox, e)))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((i, _)) = best.filter(|(_, v)| *v >= min_iou) {
-            used[i] = true;
-            hits += 1;
-        }
-    }
-    (hits, used.iter().filter(|u| !**u).count())
+    let image = evaluate::score(found, expected, min_iou);
+    (image.hits(), image.false_faces.len())
 }
 
 /// Runs `detector` on both photographs and checks the requirement.

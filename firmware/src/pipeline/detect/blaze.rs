@@ -298,16 +298,8 @@ impl BlazeDetector {
             .into_iter()
             .partition(|d| d.score >= self.config.sure_score);
         for batch in unsure.chunks(per_call) {
-            let n = batch.len();
-            self.make_room(n);
-            let views: Vec<View> = batch
-                .iter()
-                .enumerate()
-                .map(|(k, d)| self.fill_view(frame, &d.bbox, k))
-                .collect();
-            self.network
-                .run(&self.input, n, &mut self.regressors, &mut self.logits)
-                .map_err(DetectError::Network)?;
+            let boxes: Vec<[f32; 4]> = batch.iter().map(|d| d.bbox).collect();
+            let views = self.run_views(frame, &boxes)?;
             for (k, (d, view)) in batch.iter().zip(&views).enumerate() {
                 // The face as the view shows it, in input pixels.
                 let face = view.to_input(&d.bbox);
@@ -345,16 +337,7 @@ impl BlazeDetector {
         let per_call = self.network.max_batch().max(1);
         let mut found = Vec::new();
         for batch in usable.chunks(per_call) {
-            let n = batch.len();
-            self.make_room(n);
-            let views: Vec<View> = batch
-                .iter()
-                .enumerate()
-                .map(|(k, r)| self.fill_view(frame, r, k))
-                .collect();
-            self.network
-                .run(&self.input, n, &mut self.regressors, &mut self.logits)
-                .map_err(DetectError::Network)?;
+            let views = self.run_views(frame, batch)?;
             for (k, view) in views.iter().enumerate() {
                 for (raw, seen) in self.decoded(k, threshold_logit) {
                     push_in_frame(
@@ -368,6 +351,22 @@ impl BlazeDetector {
             }
         }
         Ok(suppress_overlaps(found, self.config.nms_iou))
+    }
+
+    /// Runs the network once on the views centred on `boxes` (at most one batch), input `k`
+    /// showing `boxes[k]`; returns the views.
+    fn run_views(&mut self, frame: &Frame, boxes: &[[f32; 4]]) -> Result<Vec<View>, DetectError> {
+        let n = boxes.len();
+        self.make_room(n);
+        let views = boxes
+            .iter()
+            .enumerate()
+            .map(|(k, b)| self.fill_view(frame, b, k))
+            .collect();
+        self.network
+            .run(&self.input, n, &mut self.regressors, &mut self.logits)
+            .map_err(DetectError::Network)?;
+        Ok(views)
     }
 
     /// Sizes the network's buffers for `n` inputs.
