@@ -10,7 +10,7 @@ bundle=$(realpath "${1:-build/vit-b-32-random/bundle}")
 cargo build --release --locked -p caer-firmware --bin caerd -p caer-fleet --bin caer-fleet
 fleet=target/release/caer-fleet
 work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { jobs -p | xargs -r kill 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitto.conf"
