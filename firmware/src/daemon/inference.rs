@@ -92,6 +92,10 @@ impl Stages {
         let full = self.looks.full_look(regions.len());
         let near: &[[f32; 4]] = if full { &[] } else { &regions };
         let Some(detections) = self.detect(frame, near, metrics) else {
+            if full {
+                // A failed full look is not a look: the next frame gets one.
+                self.looks.restart();
+            }
             return Ok(());
         };
         let detected = Instant::now();

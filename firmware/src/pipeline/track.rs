@@ -369,7 +369,7 @@ impl Tracker {
 
         // A box that overlaps another face's (a detection, or another track's prediction)
         // may be disturbed by it: no proof of motion from it. Only worked out when the motion
-        // check is on.
+        // check is on, and only on full looks (near boxes prove nothing).
         let mut owner: Vec<Option<usize>> = vec![None; detections.len()];
         for (t, m) in track_match.iter().enumerate() {
             if let Some(d) = m {
@@ -380,7 +380,8 @@ impl Tracker {
             .iter()
             .enumerate()
             .map(|(d, det)| {
-                self.config.min_motion > 0.0
+                look == Look::Full
+                    && self.config.min_motion > 0.0
                     && detections
                         .iter()
                         .enumerate()

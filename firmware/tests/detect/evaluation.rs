@@ -201,7 +201,7 @@ fn the_default_detector_finds_small_faces_and_few_false_ones() {
     // Measured: before 71 found, 19 false faces, 0 of 29 under 32 px.
     assert!(before.false_faces >= 12, "{before:?}");
     assert!(before.by_size[0].0 <= 2, "{before:?}");
-    // Measured: default MEASURED_DEFAULT.
+    // Measured: default 97 found (94.2 %), 2 false faces, 24 of 29 under 32 px.
     assert!(default.false_faces <= 2, "{default:?}");
     assert!(default.hits >= 94, "{default:?}");
     assert!(default.by_size[0].0 >= 20, "{default:?}");
