@@ -303,8 +303,7 @@ impl DaemonConfig {
         v.section("device", |v| self.device.issues(v));
         v.section("source", |v| self.source.issues(v));
         v.section("detect", |v| self.detect.issues(v));
-        if self.detect.kind == DetectorKind::Annotated && !self.source.has_annotations()
-        {
+        if self.detect.kind == DetectorKind::Annotated && !self.source.has_annotations() {
             v.push(
                 "detect.kind",
                 "\"annotated\" needs a source with known face boxes (generated, or frame_dir \
