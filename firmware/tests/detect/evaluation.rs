@@ -170,7 +170,7 @@ fn from_32_px(t: &Totals) -> (usize, usize) {
 }
 
 /// BlazeFace on tract as it was the default before issue 15 (tiles 224, 448, 896, no second
-/// look), as it is the default now (a 112 tile added, the second look at 0.55), and
+/// look), as it is the default now (a 112 tile added, the second look at 0.52), and
 /// SeetaFace, over the set. The bounds are the measured figures less a margin for another
 /// CPU's rounding (README, "Face detection", has the tables):
 /// - the old default finds no face under 32 px and takes 19 things for faces;
@@ -201,9 +201,9 @@ fn the_default_detector_finds_small_faces_and_few_false_ones() {
     // Measured: before 71 found, 19 false faces, 0 of 29 under 32 px.
     assert!(before.false_faces >= 12, "{before:?}");
     assert!(before.by_size[0].0 <= 2, "{before:?}");
-    // Measured: default 97 found (94.2 %), 2 false faces, 24 of 29 under 32 px.
+    // Measured: default 98 found (95.1 %), 2 false faces, 24 of 29 under 32 px (0.55: 97).
     assert!(default.false_faces <= 2, "{default:?}");
-    assert!(default.hits >= 94, "{default:?}");
+    assert!(default.hits >= 95, "{default:?}");
     assert!(default.by_size[0].0 >= 20, "{default:?}");
     let (hits, faces) = from_32_px(&default);
     assert!(hits * 100 >= faces * 95, "{hits} of {faces}");
