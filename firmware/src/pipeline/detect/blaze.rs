@@ -24,8 +24,8 @@
 //! network once more, centred, its side [`SECOND_LOOK_FACE_SHARE`] of the input, with its
 //! surroundings, and kept only when a box on it then scores `second_look_threshold`. On the
 //! evaluation set (`firmware/tests/detect/evaluation.rs`) this dropped 17 of 19 false faces
-//! and no face at 0.55; 0.52 (the default) also keeps a turned face of 32-63 px that scored
-//! 0.52-0.55 (98 of 103 faces, 2 false), 0 turns it off.
+//! and no face at 0.55; 0.52 (the default) also keeps one face of 32-63 px whose second look
+//! scored 0.52-0.55 (98 of 103 faces, 2 false); 0 turns it off.
 //!
 //! Between full looks the daemon looks only near the tracked faces
 //! ([`FaceDetector::detect_near`]): each expected box shown alone, centred, at the second
